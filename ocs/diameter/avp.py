@@ -1,0 +1,213 @@
+"""AVPs on the wire (RFC 6733 §4.1) and the lazy `Avp` value object.
+
+```
+ 0                   1                   2                   3
+ 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
++-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+|                           AVP Code                            |
++-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+|V M P r r r r r|                  AVP Length                   |
++-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+|                        Vendor-ID (opt)                        |
++-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+|    Data ...
++-+-+-+-+-+-+-+-+
+```
+AVP Length counts header and data but not the padding to the next 32-bit
+boundary. Decoding an AVP list only reads headers; each value (and each grouped
+AVP's children) is decoded on first access and cached. Unknown AVPs keep their
+payload and re-encode byte for byte.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterable
+
+from .datatypes import DECODERS, ENCODERS, ValueProblem
+from .dictionary import FLAG_M, FLAG_V, AvpDef, DataType, Dictionary
+
+_HDR = struct.Struct(">II")
+_HDR_V = struct.Struct(">III")
+_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
+
+
+class AvpStructureError(Exception):
+    """An AVP header or length does not fit the bytes around it (5014/5009)."""
+
+    def __init__(self, result_code: int, reason: str, failed: bytes):
+        super().__init__(reason)
+        self.result_code = result_code
+        self.failed = failed
+        self.partial: list[Avp] = []      # the AVPs read before the bad one
+
+
+class Avp:
+    """One AVP. `value` decodes lazily; `encode()` returns header, data and padding."""
+
+    __slots__ = ("code", "flags", "vendor", "data", "defn", "dictionary", "_value")
+
+    def __init__(self, code: int, flags: int, vendor: int, data: bytes,
+                 defn: AvpDef | None, dictionary: Dictionary | None, value=None):
+        self.code = code
+        self.flags = flags
+        self.vendor = vendor
+        self.data = data
+        self.defn = defn
+        self.dictionary = dictionary
+        self._value = value
+
+    @property
+    def name(self) -> str:
+        return self.defn.name if self.defn else f"Unknown-AVP({self.code}/{self.vendor})"
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.code, self.vendor)
+
+    @property
+    def mandatory(self) -> bool:
+        return bool(self.flags & FLAG_M)
+
+    @property
+    def value(self):
+        """The decoded value; raises ValueProblem if the payload is invalid.
+        Grouped AVPs give a list of Avp; unknown AVPs give their raw bytes."""
+        v = self._value
+        if v is None:
+            d = self.defn
+            if d is None:
+                v = self.data
+            elif d.type is DataType.Grouped:
+                v = decode_avps(self.data, 0, len(self.data), self.dictionary)
+            else:
+                v = DECODERS[d.type](self.data)
+            self._value = v
+        return v
+
+    @property
+    def label(self) -> str | None:
+        """For an Enumerated AVP, the name of its value (None if unknown)."""
+        d = self.defn
+        if d is None or d.enum is None:
+            return None
+        return d.enum.get(self.value)
+
+    def find(self, name: str) -> "Avp | None":
+        """First child of a grouped AVP with that name."""
+        key = self.dictionary.avp(name).key
+        for a in self.value:
+            if a.code == key[0] and a.vendor == key[1]:
+                return a
+        return None
+
+    def find_all(self, name: str) -> list["Avp"]:
+        key = self.dictionary.avp(name).key
+        return [a for a in self.value if a.code == key[0] and a.vendor == key[1]]
+
+    def get(self, name: str, default=None):
+        a = self.find(name)
+        return default if a is None else a.value
+
+    def encode(self) -> bytes:
+        data = self.data
+        if self.flags & FLAG_V:
+            length = 12 + len(data)
+            return _HDR_V.pack(self.code, (self.flags << 24) | length, self.vendor) + data + _PAD[length & 3]
+        length = 8 + len(data)
+        return _HDR.pack(self.code, (self.flags << 24) | length) + data + _PAD[length & 3]
+
+    def __repr__(self) -> str:
+        try:
+            v = self.value
+        except ValueProblem as e:
+            v = f"<invalid: {e}>"
+        return f"Avp({self.name}={v!r})"
+
+
+def make_avp(dictionary: Dictionary, name: str, value, flags: int | None = None) -> Avp:
+    """Build an AVP by dictionary name. Grouped values may be a list of Avp,
+    a list of (name, value) pairs, or a dict of name -> value (a list value
+    repeats the AVP). Enumerated values may be given by label."""
+    d = dictionary.avp(name)
+    if d.type is DataType.Grouped:
+        children = build_children(dictionary, value)
+        data = b"".join([c.encode() for c in children])
+        return Avp(d.code, d.flags if flags is None else flags, d.vendor, data, d, dictionary, children)
+    if d.type is DataType.Enumerated and isinstance(value, str):
+        if d.enum_by_name is None or value not in d.enum_by_name:
+            raise ValueError(f"{name} has no value labelled {value!r}")
+        value = d.enum_by_name[value]
+    data = ENCODERS[d.type](value)
+    return Avp(d.code, d.flags if flags is None else flags, d.vendor, data, d, dictionary)
+
+
+def build_children(dictionary: Dictionary, value) -> list[Avp]:
+    if isinstance(value, dict):
+        value = list(value.items())
+    out: list[Avp] = []
+    for item in value:
+        if isinstance(item, Avp):
+            out.append(item)
+            continue
+        name, v = item
+        if isinstance(v, list) and (
+            dictionary.avp(name).type is not DataType.Grouped
+            or all(isinstance(x, (dict, list)) for x in v)
+        ):
+            # a list repeats the AVP; for a grouped AVP, a list of dicts/lists does
+            out.extend(make_avp(dictionary, name, x) for x in v)
+        else:
+            out.append(make_avp(dictionary, name, v))
+    return out
+
+
+def decode_avps(buf: bytes, start: int, end: int, dictionary: Dictionary | None) -> list[Avp]:
+    """Read the AVP headers in buf[start:end]; raise AvpStructureError (5014) on
+    a length that runs past the end, is too short for its header, or leaves a
+    fragment too short for another header."""
+    index = dictionary.avps if dictionary is not None else {}
+    out: list[Avp] = []
+    pos = start
+    try:
+        _read(buf, pos, end, index, dictionary, out)
+    except AvpStructureError as e:
+        e.partial = out
+        raise
+    return out
+
+
+def _read(buf, pos, end, index, dictionary, out) -> None:
+    append = out.append
+    hdr = _HDR.unpack_from
+    while pos < end:
+        if end - pos < 8:
+            raise AvpStructureError(5014, f"{end - pos} stray octets after the last AVP",
+                                    bytes(buf[pos:end]) + b"\0" * (8 - (end - pos)))
+        code, fl = hdr(buf, pos)
+        flags = fl >> 24
+        length = fl & 0xFFFFFF
+        if flags & FLAG_V:
+            if length < 12 or pos + length > end:
+                raise AvpStructureError(5014, f"AVP {code} length {length} does not fit",
+                                        _failed_header(buf, pos, end, 12))
+            vendor = _HDR_V.unpack_from(buf, pos)[2]
+            data = buf[pos + 12: pos + length]
+        else:
+            if length < 8 or pos + length > end:
+                raise AvpStructureError(5014, f"AVP {code} length {length} does not fit",
+                                        _failed_header(buf, pos, end, 8))
+            vendor = 0
+            data = buf[pos + 8: pos + length]
+        append(Avp(code, flags, vendor, data, index.get((code, vendor)), dictionary))
+        pos += (length + 3) & ~3
+
+
+def _failed_header(buf: bytes, pos: int, end: int, size: int) -> bytes:
+    """RFC 6733 §7.5: for a bad length, the AVP header with a zeroed payload."""
+    header = bytes(buf[pos:min(pos + size, end)])
+    return header + b"\0" * (size - len(header))
+
+
+def encode_avps(avps: Iterable[Avp]) -> bytes:
+    return b"".join([a.encode() for a in avps])

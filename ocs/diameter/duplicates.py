@@ -1,0 +1,60 @@
+"""Duplicate request detection by (Origin-Host, End-to-End Id), RFC 6733 §6.1.
+
+A duplicate SHOULD get the same answer and MUST NOT change state. The cache
+holds, per key, the encoded answer (or "in flight" while the handler works) for
+`lifetime` seconds (End-to-End ids are unique for at least 4 minutes), bounded
+in entries: the oldest go first. Shared by every connection of a process, so a
+retransmission on another connection (T flag, after failover) is caught too.
+Credit control adds its own check on (Session-Id, CC-Request-Number) in the
+store, which also covers other processes and restarts.
+"""
+
+from __future__ import annotations
+
+IN_FLIGHT = b""
+DEFAULT_LIFETIME = 240.0
+
+
+class DuplicateCache:
+    __slots__ = ("_entries", "_lifetime", "_max")
+
+    def __init__(self, lifetime: float = DEFAULT_LIFETIME, max_entries: int = 200_000):
+        self._entries: dict[tuple[str, int], tuple[float, bytes]] = {}
+        self._lifetime = lifetime
+        self._max = max_entries
+
+    def lookup(self, key: tuple[str, int], now: float) -> bytes | None:
+        """The cached answer, IN_FLIGHT (b"") while unanswered, or None if new."""
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        expires, answer = hit
+        if expires < now:
+            del self._entries[key]
+            return None
+        return answer
+
+    def begin(self, key: tuple[str, int], now: float) -> None:
+        self._store(key, now, IN_FLIGHT)
+
+    def complete(self, key: tuple[str, int], now: float, answer: bytes) -> None:
+        self._store(key, now, answer)
+
+    def forget(self, key: tuple[str, int]) -> None:
+        self._entries.pop(key, None)
+
+    def _store(self, key, now, answer) -> None:
+        entries = self._entries
+        entries.pop(key, None)
+        entries[key] = (now + self._lifetime, answer)
+        while len(entries) > self._max:
+            del entries[next(iter(entries))]
+        # drop expired entries from the old end, a few at a time
+        for _ in range(2):
+            oldest = next(iter(entries))
+            if entries[oldest][0] >= now:
+                break
+            del entries[oldest]
+
+    def __len__(self) -> int:
+        return len(self._entries)
