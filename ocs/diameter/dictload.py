@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import Iterable
 
 import attrs
@@ -352,6 +353,7 @@ def default_directory() -> str:
     for candidate in (
         os.path.join(here, "..", "..", "dictionaries"),
         os.path.join(here, "..", "dictionaries"),
+        os.path.join(sys.prefix, "share", "ocs", "dictionaries"),
     ):
         if os.path.isdir(candidate):
             return os.path.normpath(candidate)

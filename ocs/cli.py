@@ -1,0 +1,139 @@
+"""`ocs` command line: serve, dict check, dict dump, decode."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from .config import ConfigError, load_config, override
+from .diameter.dictionary import UNBOUNDED, Dictionary
+from .diameter.dictload import load_directory
+from .diameter.errors import DictionaryError
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ocs", description="Diameter Gy/Ro online charging node")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the Diameter node")
+    s.add_argument("--config", help="TOML configuration file (flags override it)")
+    s.add_argument("--listen", type=_listen, help="HOST:PORT to listen on (default 0.0.0.0:3868)")
+    s.add_argument("--origin-host", help="Origin-Host of this node")
+    s.add_argument("--origin-realm", help="Origin-Realm of this node")
+    s.add_argument("--dictionaries", help="folder of *.dict files")
+    s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    s.add_argument("--log-format", choices=["text", "json"])
+
+    d = sub.add_parser("dict", help="check or dump the Diameter dictionaries")
+    d.add_argument("action", choices=["check", "dump"])
+    d.add_argument("--dir", help="folder of *.dict files (default: the shipped dictionaries/)")
+    d.add_argument("--json", action="store_true", help="dump as JSON")
+
+    c = sub.add_parser("decode", help="decode Diameter messages from hex or a pcap file")
+    c.add_argument("input", help="hex string, a file of hex, a .pcap/.pcapng file, or - for stdin hex")
+    c.add_argument("--port", type=int, default=3868, help="TCP port of Diameter in a pcap")
+    c.add_argument("--dir", help="folder of *.dict files")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "dict":
+            return _dict(args)
+        if args.command == "decode":
+            from .decode import run
+            return run(args.input, load_directory(args.dir), args.port)
+    except (ConfigError, DictionaryError) as e:
+        print(f"ocs: {e}", file=sys.stderr)
+        return 2
+    return 1
+
+
+def _serve(args) -> int:
+    from .service import serve, setup_logging
+    config = load_config(args.config)
+    if args.listen:
+        config = override(config, "listen", address=args.listen[0], port=args.listen[1])
+    config = override(config, "node", origin_host=args.origin_host, origin_realm=args.origin_realm)
+    config = override(config, "diameter", dictionaries=args.dictionaries)
+    config = override(config, "log", level=args.log_level, format=args.log_format)
+    setup_logging(config.log.level, config.log.format)
+    load_directory(config.diameter.dictionaries)      # refuse to start on a bad dictionary
+    asyncio.run(serve(config))
+    return 0
+
+
+def _dict(args) -> int:
+    d = load_directory(args.dir)
+    if args.action == "check":
+        print(f"ok: {d.summary()}")
+        return 0
+    if args.json:
+        json.dump(_dump_json(d), sys.stdout, indent=1)
+        print()
+    else:
+        print(_dump_text(d))
+    return 0
+
+
+def _rule_text(r) -> str:
+    brackets = {"fixed": "< {} >", "required": "{{ {} }}", "optional": "[ {} ]"}[r.kind]
+    default = (1, 1) if r.kind != "optional" else (0, 1)
+    q = "" if (r.min, r.max) == default else f"{r.min or ''}*{'' if r.max == UNBOUNDED else r.max} "
+    return q + brackets.format(r.name)
+
+
+def _dump_text(d: Dictionary) -> str:
+    lines = [f"# {d.summary()}", "", "# AVPs: name code vendor type flags"]
+    for a in sorted(d.avps.values(), key=lambda a: (a.vendor, a.code)):
+        flags = "".join(f for f, bit in (("V", 0x80), ("M", 0x40), ("P", 0x20)) if a.flags & bit) or "-"
+        lines.append(f"{a.name:45} {a.code:6} {a.vendor:6} {a.type.value:17} {flags}")
+        if a.enum:
+            lines += [f"    {v:6} {label}" for v, label in sorted(a.enum.items())]
+        if a.grammar:
+            lines += [f"    {_rule_text(r)}" for r in a.grammar.rules]
+            if a.grammar.allows_any:
+                lines.append("    * [ AVP ]")
+    lines += ["", "# Commands"]
+    for c in sorted(d.commands.values(), key=lambda c: (c.code, not c.request)):
+        hdr = ", ".join([str(c.code)] + (["REQ"] if c.request else []) + (["PXY"] if c.proxiable else [])
+                        + ([str(c.application_id)] if c.application_id is not None else []))
+        lines.append(f"{c.name} ::= < Diameter Header: {hdr} >")
+        lines += [f"    {_rule_text(r)}" for r in c.grammar.rules]
+        if c.grammar.allows_any:
+            lines.append("    * [ AVP ]")
+    return "\n".join(lines)
+
+
+def _dump_json(d: Dictionary) -> dict:
+    def grammar(g):
+        return {"rules": [{"name": r.name, "kind": r.kind, "min": r.min,
+                           "max": None if r.max == UNBOUNDED else r.max} for r in g.rules],
+                "any": g.allows_any}
+    return {
+        "files": list(d.files),
+        "avps": [{"name": a.name, "code": a.code, "vendor": a.vendor, "type": a.type.value,
+                  "flags": a.flags, "source": a.source,
+                  "enum": {str(k): v for k, v in a.enum.items()} if a.enum else None,
+                  "grammar": grammar(a.grammar) if a.grammar else None}
+                 for a in sorted(d.avps.values(), key=lambda a: (a.vendor, a.code))],
+        "commands": [{"name": c.name, "code": c.code, "request": c.request, "proxiable": c.proxiable,
+                      "application_id": c.application_id, "grammar": grammar(c.grammar)}
+                     for c in sorted(d.commands.values(), key=lambda c: (c.code, not c.request))],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""asyncio shell around one sans-I/O `PeerConnection` (server or client side).
+
+The protocol feeds received bytes and timer expiries into the core, drains its
+events, runs handlers for RequestReceived as tasks, and writes whatever the core
+wants sent. It holds no protocol logic of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+
+import attrs
+
+from ..diameter.answers import error_answer
+from ..diameter.capabilities import LocalPeer
+from ..diameter.dictionary import Dictionary
+from ..diameter.duplicates import DuplicateCache
+from ..diameter.events import (AnswerReceived, ConnectionClosed, DisconnectRequested, ErrorAnswered,
+                               PeerOpened, RequestFailed, RequestReceived, WatchdogChanged)
+from ..diameter.message import Message
+from ..diameter.peer import PeerConnection, PeerState
+from .application import HandlerRegistry, RequestContext
+
+log = logging.getLogger("ocs.net")
+_ids = itertools.count(1)
+
+
+@attrs.define
+class NodeContext:
+    """Everything connections of one node share."""
+
+    local: LocalPeer
+    dictionary: Dictionary
+    registry: HandlerRegistry = attrs.Factory(HandlerRegistry)
+    duplicates: DuplicateCache = attrs.Factory(DuplicateCache)
+    allowed_peers: frozenset | None = None
+    tw: float = 30.0
+    cer_timeout: float = 10.0
+    dpa_timeout: float = 5.0
+    max_message_length: int = 1 << 20
+    rng: random.Random = attrs.Factory(random.Random)
+
+
+class DiameterConnection(asyncio.Protocol):
+    def __init__(self, node: NodeContext, initiator: bool, reopened: bool = False):
+        self.node = node
+        self.initiator = initiator
+        self.reopened = reopened
+        self.id = next(_ids)
+        self.peer: PeerConnection | None = None
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future = self.loop.create_future()
+        self.closed: asyncio.Future = self.loop.create_future()
+        self._waiters: dict[int, asyncio.Future] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.remote = None
+
+    # ---- asyncio.Protocol ------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.remote = transport.get_extra_info("peername")
+        n = self.node
+        self.peer = PeerConnection(
+            n.local, n.dictionary, initiator=self.initiator, now=self.loop.time(),
+            supports=n.registry.supports, allowed_peers=n.allowed_peers, duplicates=n.duplicates,
+            tw=n.tw, cer_timeout=n.cer_timeout, dpa_timeout=n.dpa_timeout,
+            max_message_length=n.max_message_length, rng=n.rng, reopened=self.reopened)
+        log.debug("connection %d from %s", self.id, self.remote)
+        self._pump()
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.receive_data(data, self.loop.time())
+        self._pump()
+
+    def eof_received(self) -> bool:
+        self.peer.receive_data(b"", self.loop.time())
+        self._pump()
+        return False
+
+    def connection_lost(self, exc) -> None:
+        if self.peer is not None:
+            self.peer.receive_data(b"", self.loop.time())
+            self._pump()
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        self._finish(f"transport lost: {exc}" if exc else "transport closed")
+
+    # ---- API -------------------------------------------------------------
+    async def request(self, msg: Message, timeout: float = 10.0) -> Message:
+        """Send an application request and wait for its answer."""
+        hbh = self.peer.send_request(msg)
+        fut = self.loop.create_future()
+        self._waiters[hbh] = fut
+        self._pump()
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._waiters.pop(hbh, None)
+
+    async def disconnect(self, timeout: float | None = None) -> None:
+        """DPR, wait for DPA (or the DPA timeout), close."""
+        if self.peer is not None and self.peer.state is not PeerState.CLOSED:
+            self.peer.disconnect(self.loop.time())
+            self._pump()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed),
+                                   timeout if timeout is not None else self.node.dpa_timeout + 1)
+        except asyncio.TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
+
+    # ---- internals -------------------------------------------------------
+    def _pump(self) -> None:
+        peer = self.peer
+        while True:
+            event = peer.next_event()
+            if event is None:
+                break
+            self._on_event(event)
+        data = peer.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+        if peer.state is PeerState.CLOSED:
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.close()
+            return
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        when = self.peer.get_timer()
+        if self._timer is not None:
+            if when is not None and self._timer.when() == when:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if when is not None:
+            self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.peer.handle_timer(self.loop.time())
+        self._pump()
+
+    def _on_event(self, event) -> None:
+        if isinstance(event, RequestReceived):
+            task = self.loop.create_task(self._handle(event.message, self.loop.time()))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif isinstance(event, AnswerReceived):
+            fut = self._waiters.get(event.message.hop_by_hop)
+            if fut is not None and not fut.done():
+                fut.set_result(event.message)
+        elif isinstance(event, RequestFailed):
+            fut = self._waiters.get(event.hop_by_hop)
+            if fut is not None and not fut.done():
+                fut.set_exception(ConnectionError(event.reason))
+        elif isinstance(event, PeerOpened):
+            log.info("peer %s (%s) open on connection %d from %s", event.peer.origin_host,
+                     event.peer.origin_realm, self.id, self.remote)
+            if not self.opened.done():
+                self.opened.set_result(event.peer)
+        elif isinstance(event, ConnectionClosed):
+            log.info("connection %d closed: %s", self.id, event.reason)
+            if not self.opened.done():
+                self.opened.set_exception(ConnectionError(event.reason))
+                self.opened.exception()   # retrieved: nobody may be waiting
+        elif isinstance(event, ErrorAnswered):
+            log.info("connection %d: answered command %d with %d: %s", self.id,
+                     event.command_code, event.result_code, event.reason)
+        elif isinstance(event, (DisconnectRequested, WatchdogChanged)):
+            log.info("connection %d: %s", self.id, event)
+
+    async def _handle(self, msg: Message, received_at: float) -> None:
+        handler = self.node.registry.get(msg.application_id, msg.code)
+        ctx = RequestContext(self.peer.peer, self.id, received_at)
+        try:
+            answer = await handler(msg, ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("handler for command %d failed", msg.code)
+            answer = error_answer(self.node.local, msg, 5012, "internal error")
+        self.peer.send_answer(answer)
+        self._pump()
+
+    def _finish(self, reason: str) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(reason))
+            self.opened.exception()
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(reason))
+        if not self.closed.done():
+            self.closed.set_result(reason)
