@@ -60,6 +60,7 @@ class Grammar:
     rules: tuple[Rule, ...]
     allows_any: bool          # `* [ AVP ]` present
     by_key: Mapping[tuple[int, int], Rule] = attrs.field(eq=False, repr=False)
+    any_min: int = 0          # `1* { AVP }` (Failed-AVP): at least this many AVPs of any kind
 
 
 @attrs.frozen

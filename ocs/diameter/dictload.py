@@ -284,6 +284,7 @@ def load_files(paths: Iterable[str]) -> Dictionary:
 def _resolve(d: _Def, by_name: dict[str, AvpDef]) -> Grammar:
     rules: list[Rule] = []
     allows_any = False
+    any_min = 0
     seen: set[str] = set()
     for qmin, star, qmax, opener, name, where in d.elements:
         kind = _KIND[opener]
@@ -301,6 +302,7 @@ def _resolve(d: _Def, by_name: dict[str, AvpDef]) -> Grammar:
             raise _fail(where, f"{name}: maximum {hi} below minimum {lo}")
         if name == "AVP":
             allows_any = True
+            any_min = lo
             continue
         if name in seen:
             raise _fail(where, f"{name} appears twice in {d.name}")
@@ -309,7 +311,7 @@ def _resolve(d: _Def, by_name: dict[str, AvpDef]) -> Grammar:
         if a is None:
             raise _fail(where, f"{d.name} names {name}, which no loaded file defines")
         rules.append(Rule(name, kind, lo, hi, a.key))
-    return Grammar(tuple(rules), allows_any, {r.key: r for r in rules})
+    return Grammar(tuple(rules), allows_any, {r.key: r for r in rules}, any_min)
 
 
 def _grouped_header(d: _Def, by_name: dict[str, AvpDef]) -> AvpDef:

@@ -35,11 +35,13 @@ def check_message(msg: Message) -> AvpError | None:
 def check_avps(avps: list[Avp], grammar: Grammar, dictionary: Dictionary) -> AvpError | None:
     by_key = grammar.by_key
     counts: dict[tuple[int, int], int] = {}
+    others = 0
     for a in avps:
         key = (a.code, a.vendor)
         rule = by_key.get(key)
         d = a.defn
         if rule is None:
+            others += 1
             if d is None:
                 if a.flags & FLAG_M:
                     return AvpError(5001, a.encode(), f"unknown AVP {a.code}/{a.vendor} with the M bit")
@@ -58,6 +60,8 @@ def check_avps(avps: list[Avp], grammar: Grammar, dictionary: Dictionary) -> Avp
     for rule in grammar.rules:
         if counts.get(rule.key, 0) < rule.min:
             return AvpError(5005, example_avp(dictionary.avps[rule.key]), f"missing {rule.name}")
+    if others < grammar.any_min:
+        return AvpError(5005, None, f"at least {grammar.any_min} AVP(s) required")
     return None
 
 

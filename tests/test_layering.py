@@ -1,0 +1,50 @@
+"""The architecture rules of ../shared/design.md §2, read from the imports."""
+
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent / "ocs"
+
+FORBIDDEN = {
+    # the protocol core is sans-I/O: no event loop, sockets, clocks or storage
+    "ocs/diameter": {"asyncio", "socket", "time", "lmdb", "selectors", "threading", "ocs.net",
+                     "ocs.store", "ocs.charging", "ocs.service", "ocs.cli"},
+    "ocs/charging": {"asyncio", "socket", "lmdb", "ocs.net", "ocs.store", "ocs.service"},
+    "ocs/store": {"asyncio", "ocs.diameter", "ocs.net", "ocs.service"},
+    "ocs/net": {"ocs.service", "ocs.cli"},
+}
+
+
+def imports(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    pkg = ".".join(path.relative_to(ROOT.parent).with_suffix("").parts[:-1])
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module
+            out.add(mod)
+    return out
+
+
+def test_layers():
+    problems = []
+    checked = 0
+    for folder, banned in FORBIDDEN.items():
+        for path in (ROOT.parent / folder).rglob("*.py"):
+            checked += 1
+            for mod in imports(path):
+                if any(mod == b or mod.startswith(b + ".") for b in banned):
+                    problems.append(f"{path.relative_to(ROOT.parent)} imports {mod}")
+    assert checked > 10
+    assert problems == []
+
+
+def test_files_stay_small():
+    big = [(p.name, n) for p in ROOT.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500]
+    assert big == []

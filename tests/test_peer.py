@@ -1,0 +1,330 @@
+"""The sans-I/O peer connection: capabilities exchange, watchdog, DPR/DPA,
+E-bit errors and duplicates, driven by hand-fed bytes and a fake clock."""
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ocs.diameter.capabilities import LocalPeer
+from ocs.diameter.duplicates import DuplicateCache
+from ocs.diameter.events import (AnswerReceived, ConnectionClosed, DisconnectRequested, ErrorAnswered,
+                                 PeerOpened, RequestFailed, RequestReceived, WatchdogChanged)
+from ocs.diameter.framing import Framer
+from ocs.diameter.message import FLAG_T, decode_message, request
+from ocs.diameter.peer import PeerConnection, PeerState
+
+from wire_samples import sample
+
+SERVER = LocalPeer("ocs.example.net", "example.net")
+CLIENT = LocalPeer("pgw.example.net", "example.net")
+
+
+def server(dictionary, **kw):
+    kw.setdefault("supports", lambda app, code: (app, code) == (4, 272))
+    return PeerConnection(SERVER, dictionary, initiator=False, now=0.0, rng=random.Random(1), **kw)
+
+
+def events(peer):
+    out = []
+    while (e := peer.next_event()) is not None:
+        out.append(e)
+    return out
+
+
+def answers(peer, dictionary):
+    frames, error = Framer().feed(peer.data_to_send())
+    assert error is None
+    return [decode_message(f, dictionary)[0] for f in frames]
+
+
+def opened(dictionary, **kw):
+    p = server(dictionary, **kw)
+    p.receive_data(sample("CER"), 1.0)
+    [cea] = answers(p, dictionary)
+    assert cea.get("Result-Code") == 2001
+    assert [type(e) for e in events(p)] == [PeerOpened]
+    return p
+
+
+def test_cer_cea_advertises_credit_control_and_3gpp(dictionary):
+    p = server(dictionary)
+    p.receive_data(sample("CER"), 1.0)
+    [cea] = answers(p, dictionary)
+    assert cea.code == 257 and not cea.is_request and not cea.is_error
+    assert (cea.hop_by_hop, cea.end_to_end) == (0x11111111, 0x22222222)
+    assert cea.get("Result-Code") == 2001
+    assert [a.value for a in cea.find_all("Auth-Application-Id")] == [4]
+    assert [a.value for a in cea.find_all("Supported-Vendor-Id")] == [10415]
+    assert cea.get("Origin-Host") == "ocs.example.net"
+    [ev] = events(p)
+    assert ev.peer.origin_host == "pgw.example.net" and ev.peer.common_application_ids == {4}
+    assert p.state is PeerState.R_OPEN
+
+
+def cer_with(dictionary, apps=(), acct=(), vsai=(), host="pgw.example.net"):
+    items = [("Origin-Host", host), ("Origin-Realm", "example.net"), ("Host-IP-Address", "192.0.2.1"),
+             ("Vendor-Id", 0), ("Product-Name", "x")]
+    items += [("Auth-Application-Id", a) for a in apps] + [("Acct-Application-Id", a) for a in acct]
+    items += [("Vendor-Specific-Application-Id", [("Vendor-Id", 10415), ("Auth-Application-Id", a)])
+              for a in vsai]
+    return request(dictionary, "Capabilities-Exchange-Request", items, hop_by_hop=5, end_to_end=6).encode()
+
+
+@pytest.mark.parametrize("kw,ok", [
+    (dict(apps=[16777238]), False),          # Gx only: nothing in common
+    (dict(acct=[3]), False),
+    (dict(vsai=[4]), True),                  # inside Vendor-Specific-Application-Id counts
+    (dict(apps=[0xFFFFFFFF]), True),         # relay supports everything
+    (dict(apps=[1, 4]), True),
+])
+def test_common_application_rule(dictionary, kw, ok):
+    p = server(dictionary)
+    p.receive_data(cer_with(dictionary, **kw), 1.0)
+    [cea] = answers(p, dictionary)
+    if ok:
+        assert cea.get("Result-Code") == 2001 and p.state is PeerState.R_OPEN
+    else:
+        assert cea.get("Result-Code") == 5010 and not cea.is_error
+        assert p.state is PeerState.CLOSED
+        assert isinstance(events(p)[-1], ConnectionClosed)
+
+
+def test_allowlist_unknown_peer_3010(dictionary):
+    p = server(dictionary, allowed_peers=frozenset({"PGW.example.net"}))
+    p.receive_data(cer_with(dictionary, apps=[4], host="intruder.example.net"), 1.0)
+    [cea] = answers(p, dictionary)
+    assert cea.get("Result-Code") == 3010 and cea.is_error
+    assert p.state is PeerState.CLOSED
+    p2 = server(dictionary, allowed_peers=frozenset({"PGW.example.net"}))
+    p2.receive_data(cer_with(dictionary, apps=[4]), 1.0)        # case-insensitive match
+    assert answers(p2, dictionary)[0].get("Result-Code") == 2001
+
+
+def test_first_message_not_cer_closes(dictionary):
+    p = server(dictionary)
+    p.receive_data(sample("DWR"), 1.0)
+    assert p.data_to_send() == b""
+    assert p.state is PeerState.CLOSED
+    assert events(p) == [ConnectionClosed("first message was not a CER")]
+
+
+def test_cer_missing_origin_host_5005(dictionary):
+    p = server(dictionary)
+    bad = request(dictionary, "Capabilities-Exchange-Request", [
+        ("Origin-Realm", "example.net"), ("Host-IP-Address", "192.0.2.1"), ("Vendor-Id", 0),
+        ("Product-Name", "x"), ("Auth-Application-Id", 4)]).encode()
+    p.receive_data(bad, 1.0)
+    [cea] = answers(p, dictionary)
+    assert cea.get("Result-Code") == 5005
+    assert cea.find("Failed-AVP").value[0].code == 264
+    assert p.state is PeerState.CLOSED
+
+
+def test_cer_timeout(dictionary):
+    p = server(dictionary, cer_timeout=10.0)
+    assert p.get_timer() == 10.0
+    p.handle_timer(9.9)
+    assert p.state is PeerState.WAIT_CER
+    p.handle_timer(10.0)
+    assert p.state is PeerState.CLOSED
+
+
+def test_dwr_answered(dictionary):
+    p = opened(dictionary)
+    p.receive_data(sample("DWR"), 2.0)
+    [dwa] = answers(p, dictionary)
+    assert (dwa.code, dwa.is_request, dwa.get("Result-Code")) == (280, False, 2001)
+    assert (dwa.hop_by_hop, dwa.end_to_end) == (1, 2)
+    assert events(p) == []
+
+
+def test_watchdog_sends_dwr_then_suspect_then_down(dictionary):
+    p = opened(dictionary, tw=30.0)
+    t = p.get_timer()
+    assert 1.0 + 28 <= t <= 1.0 + 32                     # Tw = 30 ± 2 s jitter
+    p.handle_timer(t)
+    [dwr] = answers(p, dictionary)
+    assert (dwr.code, dwr.is_request) == (280, True)
+    t2 = p.get_timer()
+    p.handle_timer(t2)                                   # no DWA: failover
+    assert events(p) == [WatchdogChanged("SUSPECT")]
+    assert p.state is PeerState.R_OPEN
+    p.handle_timer(p.get_timer())                        # second expiry: DOWN, close
+    evs = events(p)
+    assert WatchdogChanged("DOWN") in evs and isinstance(evs[-1], ConnectionClosed)
+    assert p.state is PeerState.CLOSED
+
+
+def test_any_traffic_resets_tw(dictionary):
+    p = opened(dictionary, tw=30.0)
+    first = p.get_timer()
+    p.receive_data(sample("DWR"), 20.0)
+    assert p.get_timer() > first
+    p.data_to_send()
+
+
+def test_dwa_clears_pending_and_suspect_recovers(dictionary):
+    p = opened(dictionary, tw=6.0)
+    p.handle_timer(p.get_timer())
+    [dwr] = answers(p, dictionary)
+    p.handle_timer(p.get_timer())
+    assert events(p) == [WatchdogChanged("SUSPECT")]
+    dwa = dwr.answer(2001).extend([("Origin-Host", "pgw.example.net"), ("Origin-Realm", "example.net")])
+    p.receive_data(dwa.encode(), 20.0)
+    assert events(p) == [WatchdogChanged("OKAY")]
+    assert p.watchdog_state == "OKAY"
+
+
+def test_dpr_from_peer(dictionary):
+    p = opened(dictionary)
+    p.receive_data(sample("DPR"), 2.0)
+    [dpa] = answers(p, dictionary)
+    assert (dpa.code, dpa.is_request, dpa.get("Result-Code")) == (282, False, 2001)
+    assert events(p) == [DisconnectRequested(0)]
+    assert p.state is PeerState.CLOSING
+    p.receive_data(b"", 2.5)                             # the DPR sender closes
+    assert p.state is PeerState.CLOSED
+
+
+def test_our_dpr_then_dpa_closes(dictionary):
+    p = opened(dictionary)
+    p.disconnect(3.0, cause=1)
+    [dpr] = answers(p, dictionary)
+    assert dpr.get("Disconnect-Cause") == 1 and p.state is PeerState.CLOSING
+    dpa = dpr.answer(2001).extend([("Origin-Host", "pgw.example.net"), ("Origin-Realm", "example.net")])
+    p.receive_data(dpa.encode(), 3.1)
+    assert p.state is PeerState.CLOSED
+
+
+def test_our_dpr_times_out(dictionary):
+    p = opened(dictionary, dpa_timeout=5.0)
+    p.disconnect(3.0)
+    p.data_to_send()
+    p.handle_timer(8.0)
+    assert p.state is PeerState.CLOSED
+
+
+def ccr(dictionary, app=4, code=272, e2e=77, **extra):
+    items = [("Session-Id", "pgw;1;1"), ("Origin-Host", "pgw.example.net"), ("Origin-Realm", "example.net"),
+             ("Destination-Realm", extra.pop("realm", "example.net")), ("Auth-Application-Id", 4),
+             ("Service-Context-Id", "32251@3gpp.org"), ("CC-Request-Type", 1), ("CC-Request-Number", 0)]
+    items += list(extra.items())
+    m = request(dictionary, "Credit-Control-Request", items, hop_by_hop=9, end_to_end=e2e)
+    m.application_id, m.code = app, code
+    return m
+
+
+@pytest.mark.parametrize("mutate,code", [
+    (dict(app=16777238), 3007),                          # application not advertised
+    (dict(code=8388620), 3001),                          # no such command
+    (dict(realm="other.net"), 3003),
+    ({"Destination-Host": "elsewhere.example.net"}, 3002),
+])
+def test_protocol_errors_have_e_bit(dictionary, mutate, code):
+    p = opened(dictionary)
+    p.receive_data(ccr(dictionary, **mutate).encode(), 2.0)
+    [ans] = answers(p, dictionary)
+    assert ans.get("Result-Code") == code and ans.is_error and not ans.is_request
+    assert ans.get("Session-Id") == "pgw;1;1" and ans.get("Origin-Host") == "ocs.example.net"
+    assert ans.hop_by_hop == 9 and ans.end_to_end == 77
+    assert ans.find("Destination-Realm") is None
+    assert [type(e) for e in events(p)] == [ErrorAnswered]
+
+
+def test_e_bit_in_request_3008(dictionary):
+    p = opened(dictionary)
+    m = ccr(dictionary)
+    m.flags |= 0x20
+    p.receive_data(m.encode(), 2.0)
+    [ans] = answers(p, dictionary)
+    assert ans.get("Result-Code") == 3008 and ans.is_error
+
+
+def test_grammar_error_answered_on_application_grammar(dictionary):
+    p = opened(dictionary)
+    m = ccr(dictionary)
+    m.avps = [a for a in m.avps if a.code != 461]          # drop Service-Context-Id
+    p.receive_data(m.encode(), 2.0)
+    [ans] = answers(p, dictionary)
+    assert ans.get("Result-Code") == 5005 and not ans.is_error
+    # a CCA the peer can parse: the required CCA AVPs are copied from the request
+    assert (ans.get("Auth-Application-Id"), ans.get("CC-Request-Type"), ans.get("CC-Request-Number")) == (4, 1, 0)
+    assert ans.find("Failed-AVP").value[0].code == 461
+
+
+def test_valid_request_reaches_handler_and_duplicates_get_cached_answer(dictionary):
+    cache = DuplicateCache()
+    p = opened(dictionary, duplicates=cache)
+    p.receive_data(ccr(dictionary).encode(), 2.0)
+    [ev] = events(p)
+    assert isinstance(ev, RequestReceived)
+    # a retransmission while the first is still being handled is dropped
+    again = ccr(dictionary)
+    again.flags |= FLAG_T
+    p.receive_data(again.encode(), 2.1)
+    assert events(p) == [] and p.data_to_send() == b""
+    answer = ev.message.answer(4012).extend([("Origin-Host", "ocs.example.net"), ("Origin-Realm", "example.net")])
+    p.send_answer(answer)
+    first = p.data_to_send()
+    # after the answer: a duplicate (other hop-by-hop, T flag) gets the same bytes but its own hop-by-hop
+    again.hop_by_hop = 1234
+    p.receive_data(again.encode(), 3.0)
+    assert events(p) == []
+    second = p.data_to_send()
+    assert second[:12] == first[:12] and second[16:] == first[16:]
+    assert int.from_bytes(second[12:16], "big") == 1234
+    # another connection of the same process also recognises it
+    q = opened(dictionary, duplicates=cache)
+    q.receive_data(again.encode(), 4.0)
+    assert events(q) == [] and q.data_to_send()[16:] == first[16:]
+    # a new End-to-End id is a new request
+    p.receive_data(ccr(dictionary, e2e=78).encode(), 5.0)
+    assert isinstance(events(p)[0], RequestReceived)
+
+
+def test_duplicate_cache_expires():
+    c = DuplicateCache(lifetime=240.0)
+    c.complete(("h", 1), 0.0, b"x")
+    assert c.lookup(("h", 1), 239.0) == b"x"
+    assert c.lookup(("h", 1), 241.0) is None
+
+
+def test_client_side_cer_request_answer(dictionary):
+    cli = PeerConnection(CLIENT, dictionary, initiator=True, now=0.0, rng=random.Random(2))
+    srv = server(dictionary)
+    srv.receive_data(cli.data_to_send(), 0.1)
+    cli.receive_data(srv.data_to_send(), 0.2)
+    assert [type(e) for e in events(cli)] == [PeerOpened] and cli.state is PeerState.I_OPEN
+    events(srv)
+    hbh = cli.send_request(ccr(dictionary))
+    srv.receive_data(cli.data_to_send(), 0.3)
+    [req] = events(srv)
+    srv.send_answer(req.message.answer(2001).extend([("Origin-Host", "ocs"), ("Origin-Realm", "example.net")]))
+    cli.receive_data(srv.data_to_send(), 0.4)
+    [ans] = events(cli)
+    assert isinstance(ans, AnswerReceived) and ans.message.hop_by_hop == hbh
+    # a request still pending when the connection drops is failed, not forgotten
+    hbh2 = cli.send_request(ccr(dictionary, e2e=99))
+    cli.receive_data(b"", 0.5)
+    evs = events(cli)
+    assert RequestFailed(hbh2, "peer closed the connection") in evs
+
+
+def test_framing_error_answers_and_closes(dictionary):
+    p = opened(dictionary)
+    bad = bytes([1]) + (19).to_bytes(3, "big") + bytes.fromhex("80000110") + bytes(12)
+    p.receive_data(sample("DWR") + bad, 2.0)
+    out = answers(p, dictionary)
+    assert [m.code for m in out] == [280, 272]
+    assert out[1].get("Result-Code") == 5015
+    assert p.state is PeerState.CLOSED
+
+
+@given(st.binary(max_size=400))
+def test_open_peer_survives_arbitrary_bytes(dictionary, data):
+    p = opened(dictionary)
+    p.receive_data(data, 2.0)
+    p.data_to_send()
+    events(p)

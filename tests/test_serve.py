@@ -1,0 +1,122 @@
+"""`ocs serve` as an operator runs it: a subprocess on 127.0.0.1, a config
+file with flags on top, SIGTERM sending DPR to connected peers; and the
+in-process server with several peers at once."""
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ocs.config import Config, ConfigError, ListenConfig, from_dict, load_config
+from ocs.diameter.capabilities import LocalPeer
+from ocs.diameter.dictload import load_directory
+from ocs.net.client import connect
+from ocs.net.connection import NodeContext
+from ocs.net.server import DiameterServer
+from ocs.service import node_context
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def client_node(host="pgw.example.net"):
+    return NodeContext(LocalPeer(host, "example.net"), load_directory())
+
+
+def test_config_file_and_errors(tmp_path):
+    f = tmp_path / "ocs.toml"
+    f.write_text('[node]\norigin_host = "ocs1.example.net"\nserved_realms = ["a.net", "b.net"]\n'
+                 '[diameter]\ntw = 12\nallowed_peers = ["pgw.example.net"]\n')
+    c = load_config(str(f))
+    assert c.node.origin_host == "ocs1.example.net" and c.node.served_realms == ("a.net", "b.net")
+    assert c.diameter.tw == 12.0 and c.diameter.allowed_peers == ("pgw.example.net",)
+    assert c.listen.port == 3868
+    with pytest.raises(ConfigError, match="unknown setting"):
+        from_dict({"node": {"origin_hots": "x"}})
+    with pytest.raises(ConfigError, match="unknown section"):
+        from_dict({"nodes": {}})
+    with pytest.raises(ConfigError, match="expected int"):
+        from_dict({"listen": {"port": "3868"}})
+
+
+def test_example_config_is_valid_and_complete():
+    c = load_config(os.path.join(REPO, "ocs.example.toml"))
+    assert isinstance(c, Config)
+    text = open(os.path.join(REPO, "ocs.example.toml")).read()
+    import attrs
+    for section in attrs.fields(Config):
+        for field in attrs.fields(type(section.default)):
+            assert f"{field.name} =" in text, f"{section.name}.{field.name} is not explained"
+
+
+def test_serve_subprocess_sigterm_sends_dpr(tmp_path):
+    port = free_port()
+    cfg = tmp_path / "ocs.toml"
+    cfg.write_text('[node]\norigin_host = "ocs.test"\norigin_realm = "example.net"\n'
+                   '[listen]\naddress = "127.0.0.1"\nport = 1\n')
+    proc = subprocess.Popen([sys.executable, "-m", "ocs", "serve", "--config", str(cfg),
+                             "--listen", f"127.0.0.1:{port}"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        async def scenario():
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    client = await connect("127.0.0.1", port, client_node())
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+                    await asyncio.sleep(0.1)
+            assert client.peer.origin_host == "ocs.test"        # file setting
+            conn = client.conn
+            proc.send_signal(signal.SIGTERM)
+            reason = await asyncio.wait_for(asyncio.shield(conn.closed), 10)
+            return reason, conn.peer.state.value
+        reason, state = asyncio.run(scenario())
+        assert proc.wait(timeout=15) == 0
+        out = proc.stdout.read()
+        assert "sending DPR to 1 peer" in out
+        assert state == "Closed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_refuses_broken_dictionary(tmp_path):
+    (tmp_path / "x.dict").write_text("@name x\n@avp_types\nA 1 Bogus M\n")
+    r = subprocess.run([sys.executable, "-m", "ocs", "serve", "--dictionaries", str(tmp_path),
+                        "--listen", "127.0.0.1:0"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "x.dict:3" in r.stderr
+
+
+def test_many_peers_and_graceful_stop():
+    async def scenario():
+        cfg = Config(listen=ListenConfig("127.0.0.1", 0))
+        server = DiameterServer(node_context(cfg))
+        await server.start("127.0.0.1", 0)
+        clients = await asyncio.gather(*(connect("127.0.0.1", server.port, client_node(f"gw{i}.example.net"))
+                                         for i in range(20)))
+        assert len(server.connections) == 20
+        # each can talk; an unhandled CCR is refused with 3001, never granted
+        answers = await asyncio.gather(*(c.request(c.build("Credit-Control-Request", [
+            ("Session-Id", f"gw{i};1"), ("Destination-Realm", "localdomain"), ("Auth-Application-Id", 4),
+            ("Service-Context-Id", "32251@3gpp.org"), ("CC-Request-Type", 1), ("CC-Request-Number", 0)]))
+            for i, c in enumerate(clients)))
+        assert {(a.get("Result-Code"), a.is_error) for a in answers} == {(3001, True)}
+        await server.stop(timeout=5)
+        states = {c.conn.peer.state.value for c in clients}
+        return states, len(server.connections)
+    states, left = asyncio.run(scenario())
+    assert states == {"Closed"} and left == 0
