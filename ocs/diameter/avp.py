@@ -24,7 +24,7 @@ from __future__ import annotations
 import struct
 from typing import Iterable
 
-from .datatypes import DECODERS, ENCODERS, ValueProblem
+from .datatypes import ValueProblem
 from .dictionary import FLAG_M, FLAG_V, AvpDef, DataType, Dictionary
 
 _HDR = struct.Struct(">II")
@@ -78,10 +78,10 @@ class Avp:
             d = self.defn
             if d is None:
                 v = self.data
-            elif d.type is DataType.Grouped:
+            elif d.decode is None:
                 v = decode_avps(self.data, 0, len(self.data), self.dictionary)
             else:
-                v = DECODERS[d.type](self.data)
+                v = d.decode(self.data)
             self._value = v
         return v
 
@@ -129,36 +129,41 @@ def make_avp(dictionary: Dictionary, name: str, value, flags: int | None = None)
     """Build an AVP by dictionary name. Grouped values may be a list of Avp,
     a list of (name, value) pairs, or a dict of name -> value (a list value
     repeats the AVP). Enumerated values may be given by label."""
-    d = dictionary.avp(name)
-    if d.type is DataType.Grouped:
+    d = dictionary.by_name.get(name)
+    if d is None:
+        raise KeyError(f"no AVP named {name!r} in the dictionary")
+    encode = d.encode
+    if encode is None:                                       # Grouped
         children = build_children(dictionary, value)
         data = b"".join([c.encode() for c in children])
         return Avp(d.code, d.flags if flags is None else flags, d.vendor, data, d, dictionary, children)
-    if d.type is DataType.Enumerated and isinstance(value, str):
-        if d.enum_by_name is None or value not in d.enum_by_name:
+    if value.__class__ is str and d.enum_by_name is not None:
+        if value not in d.enum_by_name:
             raise ValueError(f"{name} has no value labelled {value!r}")
         value = d.enum_by_name[value]
-    data = ENCODERS[d.type](value)
-    return Avp(d.code, d.flags if flags is None else flags, d.vendor, data, d, dictionary)
+    return Avp(d.code, d.flags if flags is None else flags, d.vendor, encode(value), d, dictionary)
 
 
 def build_children(dictionary: Dictionary, value) -> list[Avp]:
-    if isinstance(value, dict):
-        value = list(value.items())
+    """AVPs from a list of Avp / (name, value) pairs, or a dict. A list value
+    repeats a non-grouped AVP; for a grouped AVP a list of pairs is one
+    instance and a list of dicts or lists is several."""
+    if value.__class__ is dict:
+        value = value.items()
     out: list[Avp] = []
+    append = out.append
     for item in value:
-        if isinstance(item, Avp):
-            out.append(item)
+        if item.__class__ is Avp:
+            append(item)
             continue
         name, v = item
-        if isinstance(v, list) and (
-            dictionary.avp(name).type is not DataType.Grouped
-            or all(isinstance(x, (dict, list)) for x in v)
+        if v.__class__ is list and (
+            dictionary.by_name[name].encode is not None
+            or all(x.__class__ is dict or x.__class__ is list for x in v)
         ):
-            # a list repeats the AVP; for a grouped AVP, a list of dicts/lists does
-            out.extend(make_avp(dictionary, name, x) for x in v)
+            out.extend([make_avp(dictionary, name, x) for x in v])
         else:
-            out.append(make_avp(dictionary, name, v))
+            append(make_avp(dictionary, name, v))
     return out
 
 
@@ -166,7 +171,7 @@ def decode_avps(buf: bytes, start: int, end: int, dictionary: Dictionary | None)
     """Read the AVP headers in buf[start:end]; raise AvpStructureError (5014) on
     a length that runs past the end, is too short for its header, or leaves a
     fragment too short for another header."""
-    index = dictionary.avps if dictionary is not None else {}
+    index = dictionary.index if dictionary is not None else {}
     out: list[Avp] = []
     pos = start
     try:
@@ -199,7 +204,7 @@ def _read(buf, pos, end, index, dictionary, out) -> None:
                                         _failed_header(buf, pos, end, 8))
             vendor = 0
             data = buf[pos + 8: pos + length]
-        append(Avp(code, flags, vendor, data, index.get((code, vendor)), dictionary))
+        append(Avp(code, flags, vendor, data, index.get(code | (vendor << 32)), dictionary))
         pos += (length + 3) & ~3
 
 

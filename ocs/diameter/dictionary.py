@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from types import MappingProxyType
-from typing import Mapping
+from typing import Callable, Mapping
 
 import attrs
 
@@ -33,6 +33,11 @@ class DataType(enum.Enum):
     Enumerated = "Enumerated"
     IPFilterRule = "IPFilterRule"
     QoSFilterRule = "QoSFilterRule"
+
+
+def int_key(code: int, vendor: int) -> int:
+    """(AVP code, Vendor-Id) as one int, for fast dict lookups."""
+    return code | (vendor << 32)
 
 
 FLAG_V = 0x80
@@ -61,6 +66,11 @@ class Grammar:
     allows_any: bool          # `* [ AVP ]` present
     by_key: Mapping[tuple[int, int], Rule] = attrs.field(eq=False, repr=False)
     any_min: int = 0          # `1* { AVP }` (Failed-AVP): at least this many AVPs of any kind
+    # derived for the checker's hot loop: key -> maximum (UNBOUNDED as a huge number),
+    # and the rules with a minimum, the only ones checked after the loop
+    # keyed by int_key(code, vendor): an int hashes far faster than a tuple
+    max_by_key: Mapping[int, int] = attrs.field(eq=False, repr=False, factory=dict)
+    required: tuple[Rule, ...] = attrs.field(eq=False, repr=False, default=())
 
 
 @attrs.frozen
@@ -74,10 +84,39 @@ class AvpDef:
     enum: Mapping[int, str] | None = None
     enum_by_name: Mapping[str, int] | None = None
     grammar: Grammar | None = None
+    # the type's payload decoder/encoder (datatypes.py), bound once at load so the
+    # hot path never hashes the DataType enum; None for Grouped
+    decode: Callable | None = attrs.field(default=None, eq=False, repr=False)
+    encode: Callable | None = attrs.field(default=None, eq=False, repr=False)
+    # how the grammar checker validates a payload: CHECK_* below; size for fixed types
+    check: int = attrs.field(default=0, eq=False, repr=False)
+    size: int = attrs.field(default=0, eq=False, repr=False)
 
     @property
     def key(self) -> tuple[int, int]:
         return (self.code, self.vendor)
+
+
+CHECK_NONE = 0        # OctetString: any payload
+CHECK_SIZE = 1        # fixed size (Integer*, Unsigned*, Float*, Time)
+CHECK_ENUM = 2        # Enumerated: 4 octets, and a defined value when the M bit is set
+CHECK_DECODE = 3      # text and Address: the decoder validates
+CHECK_GROUPED = 4
+FIXED_SIZE = {DataType.Integer32: 4, DataType.Unsigned32: 4, DataType.Float32: 4, DataType.Time: 4,
+              DataType.Integer64: 8, DataType.Unsigned64: 8, DataType.Float64: 8,
+              DataType.Enumerated: 4}
+
+
+def check_kind(dtype: DataType) -> int:
+    if dtype is DataType.Grouped:
+        return CHECK_GROUPED
+    if dtype is DataType.Enumerated:
+        return CHECK_ENUM
+    if dtype in FIXED_SIZE:
+        return CHECK_SIZE
+    if dtype is DataType.OctetString:
+        return CHECK_NONE
+    return CHECK_DECODE
 
 
 @attrs.frozen
@@ -100,6 +139,9 @@ class Dictionary:
     avps_by_name: Mapping[str, AvpDef]
     commands: Mapping[tuple[int, bool], CommandDef]
     commands_by_name: Mapping[str, CommandDef]
+    # the AVP index keyed by int_key(code, vendor), a plain dict for the hot path
+    index: dict = attrs.field(eq=False, repr=False, factory=dict)
+    by_name: dict = attrs.field(eq=False, repr=False, factory=dict)
 
     @classmethod
     def build(cls, files, avps: dict, commands: dict) -> "Dictionary":
@@ -111,6 +153,8 @@ class Dictionary:
             avps_by_name=MappingProxyType(by_name),
             commands=MappingProxyType(dict(commands)),
             commands_by_name=MappingProxyType(cmd_by_name),
+            index={int_key(c, v): a for (c, v), a in avps.items()},
+            by_name=by_name,
         )
 
     def avp(self, name: str) -> AvpDef:

@@ -16,8 +16,9 @@ from typing import Iterable
 import attrs
 
 from .dictionary import (
-    FLAG_M, FLAG_P, FLAG_V, UNBOUNDED, AvpDef, CommandDef, DataType, Dictionary, Grammar, Rule,
+    FIXED_SIZE, check_kind, int_key, FLAG_M, FLAG_P, FLAG_V, UNBOUNDED, AvpDef, CommandDef, DataType, Dictionary, Grammar, Rule,
 )
+from .datatypes import DECODERS, ENCODERS
 from .errors import DictionaryError
 
 _SECTIONS = ("@avp_types", "@enum", "@grouped", "@messages", "@redefine")
@@ -225,7 +226,9 @@ def load_files(paths: Iterable[str]) -> Dictionary:
             if (code, vendor) in avps:
                 other = avps[(code, vendor)]
                 raise _fail(where, f"AVP code {code} vendor {vendor} already defined as {other.name} at {other.source}")
-            a = AvpDef(name, code, vendor, dtype, flags, where)
+            a = AvpDef(name, code, vendor, dtype, flags, where,
+                       decode=DECODERS.get(dtype), encode=ENCODERS.get(dtype),
+                       check=check_kind(dtype), size=FIXED_SIZE.get(dtype, 0))
             avps[a.key] = a
             by_name[name] = a
         for name, (values, where) in f.enums.items():
@@ -311,7 +314,10 @@ def _resolve(d: _Def, by_name: dict[str, AvpDef]) -> Grammar:
         if a is None:
             raise _fail(where, f"{d.name} names {name}, which no loaded file defines")
         rules.append(Rule(name, kind, lo, hi, a.key))
-    return Grammar(tuple(rules), allows_any, {r.key: r for r in rules}, any_min)
+    big = 1 << 62
+    return Grammar(tuple(rules), allows_any, {r.key: r for r in rules}, any_min,
+                   {int_key(*r.key): (big if r.max == UNBOUNDED else r.max) for r in rules},
+                   tuple(r for r in rules if r.min > 0))
 
 
 def _grouped_header(d: _Def, by_name: dict[str, AvpDef]) -> AvpDef:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import struct
 
-from .avp import Avp, AvpStructureError, decode_avps, make_avp
+from .avp import Avp, AvpStructureError, build_children, decode_avps, make_avp
 from .dictionary import FLAG_M, Dictionary
 from .errors import AvpError, FramingError
 
@@ -42,7 +42,7 @@ class Message:
     """A decoded or built Diameter message."""
 
     __slots__ = ("flags", "code", "application_id", "hop_by_hop", "end_to_end",
-                 "avps", "dictionary")
+                 "avps", "dictionary", "raw")
 
     def __init__(self, dictionary: Dictionary, code: int, flags: int, application_id: int,
                  hop_by_hop: int = 0, end_to_end: int = 0, avps: list[Avp] | None = None):
@@ -53,6 +53,7 @@ class Message:
         self.hop_by_hop = hop_by_hop
         self.end_to_end = end_to_end
         self.avps = avps if avps is not None else []
+        self.raw: bytes | None = None       # the frame as received, for checks and logs
 
     @property
     def is_request(self) -> bool:
@@ -93,12 +94,8 @@ class Message:
         return self
 
     def extend(self, items) -> "Message":
-        for name, value in (items.items() if isinstance(items, dict) else items):
-            if isinstance(value, list) and self.dictionary.avp(name).type.value != "Grouped":
-                for v in value:
-                    self.add(name, v)
-            else:
-                self.add(name, value)
+        """Add AVPs from (name, value) pairs or a dict (see avp.build_children)."""
+        self.avps.extend(build_children(self.dictionary, items))
         return self
 
     def encode(self) -> bytes:
@@ -167,6 +164,7 @@ def decode_message(data: bytes, dictionary: Dictionary) -> tuple[Message, list[A
         avps = e.partial
         errors.append(AvpError(e.result_code, e.failed, str(e)))
     msg = Message(dictionary, code, flags, app, hbh, e2e, avps)
+    msg.raw = data
     for a in avps:
         if a.defn is None and a.flags & FLAG_M:
             errors.append(AvpError(5001, a.encode(), f"unknown AVP {a.code}/{a.vendor} with the M bit"))
