@@ -242,6 +242,15 @@ def test_e_bit_in_request_3008(dictionary):
     assert ans.get("Result-Code") == 3008 and ans.is_error
 
 
+def test_p_bit_on_dwr_3008(dictionary):
+    p = opened(dictionary)
+    dwr = bytearray(sample("DWR"))
+    dwr[4] |= 0x40
+    p.receive_data(bytes(dwr), 2.0)
+    [ans] = answers(p, dictionary)
+    assert ans.get("Result-Code") == 3008 and ans.is_error and ans.code == 280
+
+
 def test_grammar_error_answered_on_application_grammar(dictionary):
     p = opened(dictionary)
     m = ccr(dictionary)

@@ -90,3 +90,21 @@ def test_python_diameter_decodes_sample(name, command, hexdata, values):
                 assert a.data == t.payload
 
     tree(ours.avps, other.avps)
+
+
+def test_decode_tool_prints_avp_tree():
+    import subprocess, sys, os
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    hexdata = "".join(s[2] for s in SAMPLES if s[0] in ("CCR-U", "CCA"))
+    r = subprocess.run([sys.executable, "tools/decode.py", hexdata], cwd=repo,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "Credit-Control-Request (code 272, flags RP, application 4" in out
+    assert "    Used-Service-Unit (446, M):" in out
+    assert "      Reporting-Reason (872/10415, VM): 3 (QUOTA_EXHAUSTED)" in out
+    assert "Credit-Control-Answer (code 272, flags P" in out
+    assert "!!" not in out
+    bad = subprocess.run([sys.executable, "tools/decode.py", "01000013" + hexdata[8:]],
+                         cwd=repo, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "!! framing error 5015" in bad.stdout

@@ -21,10 +21,13 @@ owner's business; the node only accepts connections in this release):
 | Closing    | Rcv-DPA / Timeout / Peer-Disc | Disc                                | Closed     |
 
 Checks on a received request, first failure answered (RFC 6733 §6.1, §7):
-E bit set -> 3008; application not in common -> 3007; no handler for
+E bit set, or P bit on CER/DWR/DPR -> 3008; application not in common -> 3007; no handler for
 (application, command) -> 3001; duplicate (Origin-Host, End-to-End) -> the
 cached answer; Destination-Host not us -> 3002; Destination-Realm not served ->
 3003; AVP/grammar errors -> 5xxx with Failed-AVP. Only then RequestReceived.
+3009 (invalid AVP bits) is never sent: reserved AVP bits are ignored as §4.1
+says, and the sources disagree on the M bit of many 3GPP AVPs, so a mismatch
+against the dictionary is accepted (liberal receiver).
 The RFC 3539 watchdog runs while open (see watchdog.py).
 """
 
@@ -45,7 +48,7 @@ from .events import (AnswerReceived, ConnectionClosed, DisconnectRequested, Erro
                      PeerIdentity, PeerOpened, RequestFailed, RequestReceived, WatchdogChanged)
 from .framing import DEFAULT_MAX_LENGTH, Framer
 from .grammar import check_message
-from .message import FLAG_E, FLAG_R, Message, decode_message, parse_header, request
+from .message import FLAG_E, FLAG_P, FLAG_R, Message, decode_message, parse_header, request
 
 CER, DWR, DPR = 257, 280, 282
 DISCONNECT_REBOOTING = 0
@@ -306,6 +309,12 @@ class PeerConnection:
 
     def _on_request(self, msg: Message, errors) -> None:
         code = msg.code
+        if msg.flags & FLAG_E:
+            self._reply_error(msg, 3008, "E bit set in a request")
+            return
+        if msg.flags & FLAG_P and code in (CER, DWR, DPR):
+            self._reply_error(msg, 3008, "P bit set on a message that must not be proxied")
+            return
         if code == DWR:
             self._answer_base(msg, errors[0] if errors else check_message(msg))
             return
@@ -318,9 +327,6 @@ class PeerConnection:
             return
         if code == CER:
             self._reply_error(msg, 5012, "capabilities were already exchanged on this connection")
-            return
-        if msg.flags & FLAG_E:
-            self._reply_error(msg, 3008, "E bit set in a request")
             return
         app = msg.application_id
         if app not in self.peer.common_application_ids:
