@@ -22,7 +22,7 @@ payload and re-encode byte for byte.
 from __future__ import annotations
 
 import struct
-from typing import Iterable
+from typing import Any, Iterable
 
 from .datatypes import ValueProblem
 from .dictionary import FLAG_M, FLAG_V, AvpDef, DataType, Dictionary
@@ -70,7 +70,7 @@ class Avp:
         return bool(self.flags & FLAG_M)
 
     @property
-    def value(self):
+    def value(self) -> Any:
         """The decoded value; raises ValueProblem if the payload is invalid.
         Grouped AVPs give a list of Avp; unknown AVPs give their raw bytes."""
         v = self._value
@@ -95,15 +95,17 @@ class Avp:
 
     def find(self, name: str) -> "Avp | None":
         """First child of a grouped AVP with that name."""
-        key = self.dictionary.avp(name).key
+        d = _by_name(self.dictionary, name)
+        code, vendor = d.code, d.vendor
         for a in self.value:
-            if a.code == key[0] and a.vendor == key[1]:
+            if a.code == code and a.vendor == vendor:
                 return a
         return None
 
     def find_all(self, name: str) -> list["Avp"]:
-        key = self.dictionary.avp(name).key
-        return [a for a in self.value if a.code == key[0] and a.vendor == key[1]]
+        d = _by_name(self.dictionary, name)
+        code, vendor = d.code, d.vendor
+        return [a for a in self.value if a.code == code and a.vendor == vendor]
 
     def get(self, name: str, default=None):
         a = self.find(name)
@@ -125,13 +127,18 @@ class Avp:
         return f"Avp({self.name}={v!r})"
 
 
+def _by_name(dictionary: Dictionary | None, name: str) -> AvpDef:
+    d = dictionary.by_name.get(name) if dictionary is not None else None
+    if d is None:
+        raise KeyError(f"no AVP named {name!r} in the dictionary")
+    return d
+
+
 def make_avp(dictionary: Dictionary, name: str, value, flags: int | None = None) -> Avp:
     """Build an AVP by dictionary name. Grouped values may be a list of Avp,
     a list of (name, value) pairs, or a dict of name -> value (a list value
     repeats the AVP). Enumerated values may be given by label."""
-    d = dictionary.by_name.get(name)
-    if d is None:
-        raise KeyError(f"no AVP named {name!r} in the dictionary")
+    d = _by_name(dictionary, name)
     encode = d.encode
     if encode is None:                                       # Grouped
         children = build_children(dictionary, value)

@@ -66,11 +66,11 @@ class Grammar:
     allows_any: bool          # `* [ AVP ]` present
     by_key: Mapping[tuple[int, int], Rule] = attrs.field(eq=False, repr=False)
     any_min: int = 0          # `1* { AVP }` (Failed-AVP): at least this many AVPs of any kind
-    # derived for the checker's hot loop: key -> maximum (UNBOUNDED as a huge number),
-    # and the rules with a minimum, the only ones checked after the loop
-    # keyed by int_key(code, vendor): an int hashes far faster than a tuple
-    max_by_key: Mapping[int, int] = attrs.field(eq=False, repr=False, factory=dict)
-    required: tuple[Rule, ...] = attrs.field(eq=False, repr=False, default=())
+    # derived for the checker's hot loop, keyed by int_key(code, vendor) (an int
+    # hashes far faster than a tuple): key -> (maximum, AvpDef) with UNBOUNDED as a
+    # huge number; and (key, minimum, AvpDef) of the rules with a minimum
+    table: Mapping[int, tuple] = attrs.field(eq=False, repr=False, factory=dict)
+    required: tuple = attrs.field(eq=False, repr=False, default=())
 
 
 @attrs.frozen
@@ -102,6 +102,7 @@ CHECK_SIZE = 1        # fixed size (Integer*, Unsigned*, Float*, Time)
 CHECK_ENUM = 2        # Enumerated: 4 octets, and a defined value when the M bit is set
 CHECK_DECODE = 3      # text and Address: the decoder validates
 CHECK_GROUPED = 4
+CHECK_ADDRESS = 5     # Address: family 1 needs 4 octets, family 2 needs 16
 FIXED_SIZE = {DataType.Integer32: 4, DataType.Unsigned32: 4, DataType.Float32: 4, DataType.Time: 4,
               DataType.Integer64: 8, DataType.Unsigned64: 8, DataType.Float64: 8,
               DataType.Enumerated: 4}
@@ -116,6 +117,8 @@ def check_kind(dtype: DataType) -> int:
         return CHECK_SIZE
     if dtype is DataType.OctetString:
         return CHECK_NONE
+    if dtype is DataType.Address:
+        return CHECK_ADDRESS
     return CHECK_DECODE
 
 

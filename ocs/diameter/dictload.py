@@ -281,7 +281,32 @@ def load_files(paths: Iterable[str]) -> Dictionary:
     for a in avps.values():
         if a.type is DataType.Grouped and a.grammar is None:
             raise _fail(a.source, f"Grouped AVP {a.name} has no grammar")
-    return Dictionary.build([f.name for f in ordered], avps, commands)
+    return _bind([f.name for f in ordered], avps, commands)
+
+
+def _bind(files: list, avps: dict, commands: dict) -> Dictionary:
+    """Give every grammar its tables. Grouped AVPs may nest each other (even
+    recursively), so AvpDefs are rebuilt in two steps: first each grouped AVP's
+    grammar table is bound to provisional defs, then the provisional defs are
+    swapped for the final ones in place, so every table holds final objects."""
+    final = {k: (attrs.evolve(a, grammar=_finish_grammar(a.grammar, avps)) if a.grammar else a)
+             for k, a in avps.items()}
+    for a in final.values():
+        if a.grammar is not None:
+            _rebind(a.grammar, final)
+    cmds = {}
+    for k, c in commands.items():
+        g = _finish_grammar(c.grammar, final)
+        _rebind(g, final)
+        cmds[k] = attrs.evolve(c, grammar=g)
+    return Dictionary.build(files, final, cmds)
+
+
+def _rebind(g: Grammar, final: dict) -> None:
+    table = g.table
+    for k, (limit, d) in list(table.items()):
+        table[k] = (limit, final[d.key])
+    object.__setattr__(g, "required", tuple((k, m, final[d.key]) for k, m, d in g.required))
 
 
 def _resolve(d: _Def, by_name: dict[str, AvpDef]) -> Grammar:
@@ -314,10 +339,16 @@ def _resolve(d: _Def, by_name: dict[str, AvpDef]) -> Grammar:
         if a is None:
             raise _fail(where, f"{d.name} names {name}, which no loaded file defines")
         rules.append(Rule(name, kind, lo, hi, a.key))
+    return Grammar(tuple(rules), allows_any, {r.key: r for r in rules}, any_min)
+
+
+def _finish_grammar(g: Grammar, avps: dict) -> Grammar:
+    """Bind the checker's tables to the final AvpDefs (after every file and
+    @redefine is applied, so a grammar sees redefined grouped AVPs)."""
     big = 1 << 62
-    return Grammar(tuple(rules), allows_any, {r.key: r for r in rules}, any_min,
-                   {int_key(*r.key): (big if r.max == UNBOUNDED else r.max) for r in rules},
-                   tuple(r for r in rules if r.min > 0))
+    table = {int_key(*r.key): (big if r.max == UNBOUNDED else r.max, avps[r.key]) for r in g.rules}
+    required = tuple((int_key(*r.key), r.min, avps[r.key]) for r in g.rules if r.min > 0)
+    return attrs.evolve(g, table=table, required=required)
 
 
 def _grouped_header(d: _Def, by_name: dict[str, AvpDef]) -> AvpDef:

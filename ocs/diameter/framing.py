@@ -16,7 +16,7 @@ from .message import HEADER_LENGTH
 DEFAULT_MAX_LENGTH = 1 << 20
 
 
-def check_header(header: bytes, max_length: int = DEFAULT_MAX_LENGTH) -> int:
+def check_header(header: bytes | bytearray, max_length: int = DEFAULT_MAX_LENGTH) -> int:
     """Validate the first 20 octets of a frame and return its length."""
     version = header[0]
     length = int.from_bytes(header[1:4], "big")

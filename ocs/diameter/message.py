@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import struct
 
-from .avp import Avp, AvpStructureError, build_children, decode_avps, make_avp
+from .avp import Avp, build_children, make_avp
+from .decoder import ANY, walk
 from .dictionary import FLAG_M, Dictionary
 from .errors import AvpError, FramingError
 
@@ -75,7 +76,10 @@ class Message:
         return f"Unknown-Command({self.code}, {'request' if self.is_request else 'answer'})"
 
     def find(self, name: str) -> Avp | None:
-        code, vendor = self.dictionary.avp(name).key
+        d = self.dictionary.by_name.get(name)
+        if d is None:
+            raise KeyError(f"no AVP named {name!r} in the dictionary")
+        code, vendor = d.code, d.vendor
         for a in self.avps:
             if a.code == code and a.vendor == vendor:
                 return a
@@ -148,25 +152,18 @@ def parse_header(data: bytes) -> tuple[int, int, int, int, int, int, int]:
 
 
 def decode_message(data: bytes, dictionary: Dictionary) -> tuple[Message, list[AvpError]]:
-    """Decode one whole message (exactly one frame). The frame's header must
-    already have passed `framing.check_header`; AVP problems come back as
-    errors (5014 bad AVP length, 5001 unknown AVP with the M bit)."""
+    """Decode and check one whole message (exactly one frame, whose header passed
+    `framing.check_header`). Returns the message and its problems (the first
+    one only, per RFC 6733 §7; empty when it is valid). Messages of commands the
+    dictionary does not define are only checked for unknown M-bit AVPs."""
     if len(data) < HEADER_LENGTH:
         raise FramingError(5015, f"{len(data)} octets is shorter than a header")
     version, length, flags, code, app, hbh, e2e = parse_header(data)
     if length != len(data):
         raise FramingError(5015, f"header length {length} but {len(data)} octets given",
                            bytes(data[:HEADER_LENGTH]))
-    errors: list[AvpError] = []
-    try:
-        avps = decode_avps(data, HEADER_LENGTH, length, dictionary)
-    except AvpStructureError as e:
-        avps = e.partial
-        errors.append(AvpError(e.result_code, e.failed, str(e)))
+    cmd = dictionary.commands.get((code, bool(flags & FLAG_R)))
+    avps, err = walk(data, HEADER_LENGTH, length, cmd.grammar if cmd is not None else ANY, dictionary)
     msg = Message(dictionary, code, flags, app, hbh, e2e, avps)
     msg.raw = data
-    for a in avps:
-        if a.defn is None and a.flags & FLAG_M:
-            errors.append(AvpError(5001, a.encode(), f"unknown AVP {a.code}/{a.vendor} with the M bit"))
-            break
-    return msg, errors
+    return msg, ([] if err is None else [err])

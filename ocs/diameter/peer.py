@@ -47,7 +47,6 @@ from .errors import FramingError
 from .events import (AnswerReceived, ConnectionClosed, DisconnectRequested, ErrorAnswered, Event,
                      PeerIdentity, PeerOpened, RequestFailed, RequestReceived, WatchdogChanged)
 from .framing import DEFAULT_MAX_LENGTH, Framer
-from .grammar import check_message
 from .message import FLAG_E, FLAG_P, FLAG_R, Message, decode_message, parse_header, request
 
 CER, DWR, DPR = 257, 280, 282
@@ -242,7 +241,7 @@ class PeerConnection:
             self._on_answer(msg)
 
     def _on_cer(self, cer: Message, errors) -> None:
-        err = errors[0] if errors else check_message(cer)
+        err = errors[0] if errors else None
         if err is not None:
             self._refuse(build_cea(self.local, cer, err.result_code, failed_avp=err.failed_avp,
                                    error_message=err.message), err.result_code, err.message)
@@ -316,10 +315,10 @@ class PeerConnection:
             self._reply_error(msg, 3008, "P bit set on a message that must not be proxied")
             return
         if code == DWR:
-            self._answer_base(msg, errors[0] if errors else check_message(msg))
+            self._answer_base(msg, errors[0] if errors else None)
             return
         if code == DPR:
-            self._answer_base(msg, errors[0] if errors else check_message(msg))
+            self._answer_base(msg, errors[0] if errors else None)
             self.state = PeerState.CLOSING
             self._deadline = self._now + self._dpa_timeout
             cause = msg.find("Disconnect-Cause")
@@ -329,7 +328,8 @@ class PeerConnection:
             self._reply_error(msg, 5012, "capabilities were already exchanged on this connection")
             return
         app = msg.application_id
-        if app not in self.peer.common_application_ids:
+        # application 0 (common messages) is supported by every node (RFC 6733 §2.4)
+        if app != 0 and app not in self.peer.common_application_ids:
             self._reply_error(msg, 3007, f"application {app} is not supported on this connection")
             return
         if not self.supports(app, code):
@@ -349,7 +349,7 @@ class PeerConnection:
         if dest_realm is not None and not self.local.serves_realm(str(dest_realm)):
             self._reply_error(msg, 3003, f"realm {dest_realm} is not served here")
             return
-        err = errors[0] if errors else check_message(msg)
+        err = errors[0] if errors else None
         self.duplicates.begin(key, self._now)
         self._inbound[msg.hop_by_hop] = key
         if err is not None:

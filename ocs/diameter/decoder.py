@@ -1,0 +1,156 @@
+"""One pass over received bytes: AVP objects and grammar checks together.
+
+`walk` reads the AVPs of a region (a message body or a grouped AVP's payload),
+builds an `Avp` for each, descends into grouped AVPs (their children are built
+and cached on the parent, so reading them later costs nothing), and checks
+every AVP against the grammar on the way, per RFC 6733 §7:
+
+- unknown AVP with the M bit: 5001 DIAMETER_AVP_UNSUPPORTED (unknown non-M AVPs
+  are kept, re-encodable, and never descended into);
+- known AVP the grammar does not list, without `* [ AVP ]`: 5008 AVP_NOT_ALLOWED;
+- more instances than the grammar allows: 5009, Failed-AVP = first excess one;
+- payload of the wrong length for its type, or an AVP length that does not fit:
+  5014; not a valid value of its type: 5004 (also an Enumerated value outside
+  the dictionary's list when the M bit is set);
+- a required AVP missing: 5005, Failed-AVP = an example AVP with zeroed data.
+
+Only the first error is reported (§7); after it, AVPs are still built (an
+answer needs Session-Id, Origin-Host, ...) but no longer checked. A length that
+does not fit stops the region: the rest of it cannot be framed. Fixed-position
+elements (`< >`) are checked for presence, not position: peers put Session-Id
+first in practice, and a misplaced one harms nothing (liberal receiver). Values
+of leaf AVPs are validated here and decoded lazily on first read.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import attrs
+
+from .avp import Avp, _failed_header
+from .datatypes import MIN_LENGTH, ValueProblem
+from .dictionary import (CHECK_ADDRESS, CHECK_DECODE, CHECK_ENUM, CHECK_GROUPED, CHECK_SIZE, FLAG_M,
+                         FLAG_V, AvpDef, DataType, Dictionary, Grammar)
+from .errors import AvpError
+
+_HDR = struct.Struct(">II").unpack_from
+_U32 = struct.Struct(">I").unpack_from
+_I32 = struct.Struct(">i").unpack_from
+_U16 = struct.Struct(">H").unpack_from
+
+# A region with no grammar (an unknown command): anything goes, but unknown
+# M-bit AVPs are still refused.
+ANY = Grammar((), True, {})
+
+
+def walk(buf: bytes, pos: int, end: int, grammar: Grammar | None,
+         dictionary: Dictionary) -> tuple[list[Avp], AvpError | None]:
+    """Build the AVPs in buf[pos:end]; check them against grammar unless None."""
+    out: list[Avp] = []
+    append = out.append
+    index = dictionary.index
+    checking = grammar is not None
+    g = grammar if grammar is not None else ANY
+    table = g.table
+    counts: dict[int, int] = {}
+    others = 0
+    err: AvpError | None = None
+    while pos < end:
+        if end - pos < 8:
+            return out, err or AvpError(5014, bytes(buf[pos:end]) + bytes(8 - (end - pos)),
+                                        f"{end - pos} stray octets after the last AVP")
+        code, fl = _HDR(buf, pos)
+        flags = fl >> 24
+        length = fl & 0xFFFFFF
+        if flags & FLAG_V:
+            if length < 12 or pos + length > end:
+                return out, err or AvpError(5014, _failed_header(buf, pos, end, 12),
+                                            f"AVP {code} length {length} does not fit")
+            vendor = _U32(buf, pos + 8)[0]
+            start = pos + 12
+        else:
+            if length < 8 or pos + length > end:
+                return out, err or AvpError(5014, _failed_header(buf, pos, end, 8),
+                                            f"AVP {code} length {length} does not fit")
+            vendor = 0
+            start = pos + 8
+        stop = pos + length
+        key = code | (vendor << 32)
+        entry = table.get(key)
+        if entry is None:
+            d = index.get(key)
+            others += 1
+            if checking and err is None:
+                if d is None:
+                    if flags & FLAG_M:
+                        err = AvpError(5001, _wire(buf, pos, length),
+                                       f"unknown AVP {code}/{vendor} with the M bit")
+                elif not g.allows_any:
+                    err = AvpError(5008, _wire(buf, pos, length), f"{d.name} is not allowed here")
+        else:
+            limit, d = entry
+            c = counts[key] = counts.get(key, 0) + 1
+            if c > limit and checking and err is None:
+                err = AvpError(5009, _wire(buf, pos, length), f"{d.name} occurs more than {limit} times")
+        a = Avp(code, flags, vendor, buf[start:stop], d, dictionary)
+        append(a)
+        if d is not None:
+            kind = d.check
+            if kind == CHECK_GROUPED:
+                children, inner = walk(buf, start, stop, d.grammar if checking and err is None else None,
+                                       dictionary)
+                if inner is None or inner.result_code != 5014:
+                    a._value = children          # a broken payload stays undecoded
+                if inner is not None and checking and err is None:
+                    err = inner
+            elif kind and checking and err is None:
+                err = _check_leaf(buf, pos, length, start, stop, flags, kind, d)
+        pos += (length + 3) & ~3
+    if checking and err is None:
+        for key, minimum, d in g.required:
+            if counts.get(key, 0) < minimum:
+                return out, AvpError(5005, example_avp(d), f"missing {d.name}")
+        if others < g.any_min:
+            return out, AvpError(5005, None, f"at least {g.any_min} AVP(s) required")
+    return out, err
+
+
+def _check_leaf(buf: bytes, pos: int, length: int, start: int, stop: int, flags: int,
+                kind: int, d: AvpDef) -> AvpError | None:
+    n = stop - start
+    if kind == CHECK_SIZE:
+        if n != d.size:
+            return AvpError(5014, _wire(buf, pos, length), f"{d.name}: length {n}, expected {d.size}")
+    elif kind == CHECK_ENUM:
+        if n != 4:
+            return AvpError(5014, _wire(buf, pos, length), f"{d.name}: length {n}, expected 4")
+        if flags & FLAG_M and d.enum is not None and _I32(buf, start)[0] not in d.enum:
+            return AvpError(5004, _wire(buf, pos, length),
+                            f"{d.name}: {_I32(buf, start)[0]} is not a defined value")
+    elif kind == CHECK_ADDRESS:
+        if n < 2:
+            return AvpError(5014, _wire(buf, pos, length), f"{d.name}: Address of {n} octets")
+        family = _U16(buf, start)[0]
+        if (family == 1 and n != 6) or (family == 2 and n != 18):
+            return AvpError(5004, _wire(buf, pos, length), f"{d.name}: family {family} address of {n - 2} octets")
+    elif kind == CHECK_DECODE and d.decode is not None:
+        try:
+            d.decode(buf[start:stop])
+        except ValueProblem as e:
+            return AvpError(e.result_code, _wire(buf, pos, length), f"{d.name}: {e}")
+    return None
+
+
+def _wire(buf: bytes, pos: int, length: int) -> bytes:
+    """The AVP at pos as it was received, padded to a 32-bit boundary."""
+    return bytes(buf[pos:pos + length]) + b"\0" * (-length & 3)
+
+
+def example_avp(d: AvpDef) -> bytes:
+    """RFC 6733 §7.5: for a missing AVP, its header and minimum-length zero data."""
+    data = b"" if d.type is DataType.Grouped else b"\0" * MIN_LENGTH.get(d.type, 0)
+    return Avp(d.code, d.flags, d.vendor, data, d, None).encode()
+
+
+__all__ = ["walk", "example_avp", "ANY", "attrs"]
