@@ -153,8 +153,8 @@ def make_avp(dictionary: Dictionary, name: str, value, flags: int | None = None)
 
 def build_children(dictionary: Dictionary, value) -> list[Avp]:
     """AVPs from a list of Avp / (name, value) pairs, or a dict. A list value
-    repeats a non-grouped AVP; for a grouped AVP a list of pairs is one
-    instance and a list of dicts or lists is several."""
+    repeats a non-grouped AVP; for a grouped AVP a list of pairs (or an empty
+    list) is one instance and a non-empty list of dicts or lists is several."""
     if value.__class__ is dict:
         value = value.items()
     out: list[Avp] = []
@@ -166,7 +166,7 @@ def build_children(dictionary: Dictionary, value) -> list[Avp]:
         name, v = item
         if v.__class__ is list and (
             dictionary.by_name[name].encode is not None
-            or all(x.__class__ is dict or x.__class__ is list for x in v)
+            or (v and all(x.__class__ is dict or x.__class__ is list for x in v))
         ):
             out.extend([make_avp(dictionary, name, x) for x in v])
         else:
