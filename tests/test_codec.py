@@ -169,3 +169,25 @@ def test_error_inside_grouped_is_found(dictionary):
 def test_check_message_on_unknown_command_is_none(dictionary):
     msg, errors = decode_message(sample("DWR")[:5] + b"\x80\x00\xff\xf0" + sample("DWR")[9:], dictionary)
     assert errors == [] and check_message(msg) is None
+
+
+def test_stray_octets_inside_grouped_5014(dictionary):
+    # Subscription-Id whose payload ends with 4 stray octets, followed by more AVPs:
+    # the stray octets must not be read together with the next AVP's header
+    sub = make_avp(dictionary, "Subscription-Id", [("Subscription-Id-Type", 0), ("Subscription-Id-Data", "4917")])
+    payload = sub.data + b"\x00\x00\x01\x07"
+    header = (443).to_bytes(4, "big") + bytes([0x40]) + (8 + len(payload)).to_bytes(3, "big")
+    msg = ccr(dictionary)
+    wire = msg.encode()
+    body = header + payload
+    wire = wire[:1] + (len(wire) + len(body)).to_bytes(3, "big") + wire[4:] + body
+    err = errors_of(dictionary, wire)
+    assert err is not None and err.result_code == 5014
+
+
+def test_decode_keeps_avps_after_an_error(dictionary):
+    # the first error is reported, and the message is still fully decoded for the answer
+    msg = ccr(dictionary, extra=[("CC-Request-Type", 2), ("User-Name", "alice")])
+    decoded, errors = decode_message(msg.encode(), dictionary)
+    assert [e.result_code for e in errors] == [5009]
+    assert decoded.get("User-Name") == "alice" and decoded.get("Session-Id") == "pgw;1;1"

@@ -1,8 +1,8 @@
 """One pass over received bytes: AVP objects and grammar checks together.
 
 `walk` reads the AVPs of a region (a message body or a grouped AVP's payload),
-builds an `Avp` for each, descends into grouped AVPs (their children are built
-and cached on the parent, so reading them later costs nothing), and checks
+builds an `Avp` for each, descends into grouped AVPs to check them in place
+(their children are only built when read, since most never are), and checks
 every AVP against the grammar on the way, per RFC 6733 §7:
 
 - unknown AVP with the M bit: 5001 DIAMETER_AVP_UNSUPPORTED (unknown non-M AVPs
@@ -45,75 +45,82 @@ ANY = Grammar((), True, {})
 
 
 def walk(buf: bytes, pos: int, end: int, grammar: Grammar | None,
-         dictionary: Dictionary) -> tuple[list[Avp], AvpError | None]:
-    """Build the AVPs in buf[pos:end]; check them against grammar unless None."""
+         dictionary: Dictionary, build: bool = True) -> tuple[list[Avp], AvpError | None]:
+    """Check the AVPs in buf[pos:end] against grammar (unless None) and, if
+    build, make an Avp of each. Grouped payloads are checked without building
+    (most are never read); their children are decoded lazily on first read."""
     out: list[Avp] = []
     append = out.append
     index = dictionary.index
-    checking = grammar is not None
     g = grammar if grammar is not None else ANY
     table = g.table
     counts: dict[int, int] = {}
     others = 0
     err: AvpError | None = None
+    live = grammar is not None          # still checking: no error found yet
     while pos < end:
-        if end - pos < 8:
+        if end - pos < 8:      # a region inside a larger buffer: unpack would read past it
             return out, err or AvpError(5014, bytes(buf[pos:end]) + bytes(8 - (end - pos)),
                                         f"{end - pos} stray octets after the last AVP")
         code, fl = _HDR(buf, pos)
         flags = fl >> 24
         length = fl & 0xFFFFFF
+        stop = pos + length
         if flags & FLAG_V:
-            if length < 12 or pos + length > end:
+            if length < 12 or stop > end:
                 return out, err or AvpError(5014, _failed_header(buf, pos, end, 12),
                                             f"AVP {code} length {length} does not fit")
-            vendor = _U32(buf, pos + 8)[0]
+            key = code | (_U32(buf, pos + 8)[0] << 32)
             start = pos + 12
         else:
-            if length < 8 or pos + length > end:
+            if length < 8 or stop > end:
                 return out, err or AvpError(5014, _failed_header(buf, pos, end, 8),
                                             f"AVP {code} length {length} does not fit")
-            vendor = 0
+            key = code
             start = pos + 8
-        stop = pos + length
-        key = code | (vendor << 32)
         entry = table.get(key)
         if entry is None:
             d = index.get(key)
             others += 1
-            if checking and err is None:
-                if d is None:
-                    if flags & FLAG_M:
-                        err = AvpError(5001, _wire(buf, pos, length),
-                                       f"unknown AVP {code}/{vendor} with the M bit")
-                elif not g.allows_any:
-                    err = AvpError(5008, _wire(buf, pos, length), f"{d.name} is not allowed here")
+            if live and (d is None and flags & FLAG_M or d is not None and not g.allows_any):
+                err = _misplaced(buf, pos, length, key, d)
+                live = False
         else:
             limit, d = entry
             c = counts[key] = counts.get(key, 0) + 1
-            if c > limit and checking and err is None:
+            if c > limit and live:
                 err = AvpError(5009, _wire(buf, pos, length), f"{d.name} occurs more than {limit} times")
-        a = Avp(code, flags, vendor, buf[start:stop], d, dictionary)
-        append(a)
-        if d is not None:
+                live = False
+        if build:
+            append(Avp(code, flags, key >> 32, buf[start:stop], d, dictionary))
+        if live and d is not None:
             kind = d.check
-            if kind == CHECK_GROUPED:
-                children, inner = walk(buf, start, stop, d.grammar if checking and err is None else None,
-                                       dictionary)
-                if inner is None or inner.result_code != 5014:
-                    a._value = children          # a broken payload stays undecoded
-                if inner is not None and checking and err is None:
-                    err = inner
-            elif kind and checking and err is None:
+            if kind == CHECK_SIZE:
+                if stop - start != d.size:
+                    err = AvpError(5014, _wire(buf, pos, length),
+                                   f"{d.name}: length {stop - start}, expected {d.size}")
+                    live = False
+            elif kind == CHECK_GROUPED:
+                err = walk(buf, start, stop, d.grammar, dictionary, False)[1]
+                live = err is None
+            elif kind:
                 err = _check_leaf(buf, pos, length, start, stop, flags, kind, d)
-        pos += (length + 3) & ~3
-    if checking and err is None:
+                live = err is None
+        pos = (stop + 3) & ~3
+    if live:
         for key, minimum, d in g.required:
             if counts.get(key, 0) < minimum:
                 return out, AvpError(5005, example_avp(d), f"missing {d.name}")
         if others < g.any_min:
             return out, AvpError(5005, None, f"at least {g.any_min} AVP(s) required")
     return out, err
+
+
+def _misplaced(buf: bytes, pos: int, length: int, key: int, d: AvpDef | None) -> AvpError:
+    if d is None:
+        return AvpError(5001, _wire(buf, pos, length),
+                        f"unknown AVP {key & 0xFFFFFFFF}/{key >> 32} with the M bit")
+    return AvpError(5008, _wire(buf, pos, length), f"{d.name} is not allowed here")
 
 
 def _check_leaf(buf: bytes, pos: int, length: int, start: int, stop: int, flags: int,
