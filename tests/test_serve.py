@@ -120,3 +120,34 @@ def test_many_peers_and_graceful_stop():
         return states, len(server.connections)
     states, left = asyncio.run(scenario())
     assert states == {"Closed"} and left == 0
+
+
+def test_json_logs_name_peer_and_connection(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ocs", "serve", "--listen", f"127.0.0.1:{port}",
+                             "--log-format", "json"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        async def scenario():
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    client = await connect("127.0.0.1", port, client_node("json.example.net"))
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.1)
+            await client.close()
+        asyncio.run(scenario())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        import json
+        records = [json.loads(line) for line in proc.stderr.read().splitlines() if line.strip()]
+        opened = [r for r in records if "open on connection" in r["msg"]]
+        assert opened and opened[0]["peer"] == "json.example.net" and opened[0]["connection"] >= 1
+        assert {r["level"] for r in records} <= {"debug", "info", "warning", "error"}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -148,6 +148,10 @@ class DiameterConnection(asyncio.Protocol):
         self.peer.handle_timer(self.loop.time())
         self._pump()
 
+    def _log_extra(self) -> dict:
+        peer = self.peer.peer if self.peer is not None else None
+        return {"connection": self.id, "peer": peer.origin_host if peer else str(self.remote)}
+
     def _on_event(self, event) -> None:
         if isinstance(event, RequestReceived):
             task = self.loop.create_task(self._handle(event.message, self.loop.time()))
@@ -163,19 +167,19 @@ class DiameterConnection(asyncio.Protocol):
                 fut.set_exception(ConnectionError(event.reason))
         elif isinstance(event, PeerOpened):
             log.info("peer %s (%s) open on connection %d from %s", event.peer.origin_host,
-                     event.peer.origin_realm, self.id, self.remote)
+                     event.peer.origin_realm, self.id, self.remote, extra=self._log_extra())
             if not self.opened.done():
                 self.opened.set_result(event.peer)
         elif isinstance(event, ConnectionClosed):
-            log.info("connection %d closed: %s", self.id, event.reason)
+            log.info("connection %d closed: %s", self.id, event.reason, extra=self._log_extra())
             if not self.opened.done():
                 self.opened.set_exception(ConnectionError(event.reason))
                 self.opened.exception()   # retrieved: nobody may be waiting
         elif isinstance(event, ErrorAnswered):
             log.info("connection %d: answered command %d with %d: %s", self.id,
-                     event.command_code, event.result_code, event.reason)
+                     event.command_code, event.result_code, event.reason, extra=self._log_extra())
         elif isinstance(event, (DisconnectRequested, WatchdogChanged)):
-            log.info("connection %d: %s", self.id, event)
+            log.info("connection %d: %s", self.id, event, extra=self._log_extra())
 
     async def _handle(self, msg: Message, received_at: float) -> None:
         handler = self.node.registry.get(msg.application_id, msg.code)
@@ -185,7 +189,8 @@ class DiameterConnection(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("handler for command %d failed", msg.code)
+            log.exception("handler for command %d failed", msg.code,
+                          extra=dict(self._log_extra(), session_id=msg.get("Session-Id")))
             answer = error_answer(self.node.local, msg, 5012, "internal error")
         self.peer.send_answer(answer)
         self._pump()
