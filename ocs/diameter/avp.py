@@ -97,7 +97,10 @@ class Avp:
         """First child of a grouped AVP with that name."""
         d = _by_name(self.dictionary, name)
         code, vendor = d.code, d.vendor
-        for a in self.value:
+        children = self._value
+        if children is None:
+            children = self.value
+        for a in children:
             if a.code == code and a.vendor == vendor:
                 return a
         return None
@@ -108,8 +111,12 @@ class Avp:
         return [a for a in self.value if a.code == code and a.vendor == vendor]
 
     def get(self, name: str, default=None):
+        """The value of the first child with that name, or default."""
         a = self.find(name)
-        return default if a is None else a.value
+        if a is None:
+            return default
+        v = a._value
+        return a.value if v is None else v
 
     def encode(self) -> bytes:
         data = self.data
@@ -128,10 +135,10 @@ class Avp:
 
 
 def _by_name(dictionary: Dictionary | None, name: str) -> AvpDef:
-    d = dictionary.by_name.get(name) if dictionary is not None else None
-    if d is None:
-        raise KeyError(f"no AVP named {name!r} in the dictionary")
-    return d
+    try:
+        return dictionary.by_name[name]          # type: ignore[union-attr]
+    except (KeyError, AttributeError):
+        raise KeyError(f"no AVP named {name!r} in the dictionary") from None
 
 
 def make_avp(dictionary: Dictionary, name: str, value, flags: int | None = None) -> Avp:
