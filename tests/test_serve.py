@@ -33,6 +33,18 @@ def client_node(host="pgw.example.net"):
     return NodeContext(LocalPeer(host, "example.net"), load_directory())
 
 
+async def connect_when_ready(port, node, proc, timeout=20.0):
+    """Connect to a node subprocess that is still starting (bounded in time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await connect("127.0.0.1", port, node)
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise
+            await asyncio.sleep(0.1)
+
+
 def test_config_file_and_errors(tmp_path):
     f = tmp_path / "ocs.toml"
     f.write_text('[node]\norigin_host = "ocs1.example.net"\nserved_realms = ["a.net", "b.net"]\n'
@@ -69,15 +81,7 @@ def test_serve_subprocess_sigterm_sends_dpr(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         async def scenario():
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    client = await connect("127.0.0.1", port, client_node())
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise
-                    await asyncio.sleep(0.1)
+            client = await connect_when_ready(port, client_node(), proc)
             assert client.peer.origin_host == "ocs.test"        # file setting
             conn = client.conn
             proc.send_signal(signal.SIGTERM)
@@ -129,15 +133,7 @@ def test_json_logs_name_peer_and_connection(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         async def scenario():
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    client = await connect("127.0.0.1", port, client_node("json.example.net"))
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.1)
+            client = await connect_when_ready(port, client_node("json.example.net"), proc)
             await client.close()
         asyncio.run(scenario())
         proc.send_signal(signal.SIGTERM)
