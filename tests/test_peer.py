@@ -337,3 +337,174 @@ def test_open_peer_survives_arbitrary_bytes(dictionary, data):
     p.receive_data(data, 2.0)
     p.data_to_send()
     events(p)
+
+
+# ---- hostile input: found by an independent review; each used to raise ----------
+
+def raw_avp(code, data, flags=0x40, vendor=None, length=None):
+    if vendor is not None:
+        head = (code.to_bytes(4, "big") + bytes([flags | 0x80])
+                + (length or 12 + len(data)).to_bytes(3, "big") + vendor.to_bytes(4, "big"))
+    else:
+        head = code.to_bytes(4, "big") + bytes([flags]) + (length or 8 + len(data)).to_bytes(3, "big")
+    b = head + data
+    return b + b"\0" * (-len(b) & 3)
+
+
+def frame(code, flags, app, body, hbh=7, e2e=8):
+    return (bytes([1]) + (20 + len(body)).to_bytes(3, "big") + bytes([flags]) + code.to_bytes(3, "big")
+            + app.to_bytes(4, "big") + hbh.to_bytes(4, "big") + e2e.to_bytes(4, "big") + body)
+
+
+def enc(dictionary, name, value):
+    from ocs.diameter.avp import make_avp
+    return make_avp(dictionary, name, value).encode()
+
+
+def ccr_body(dictionary, origin_host=None, realm=None, number=None):
+    e = lambda n, v: enc(dictionary, n, v)  # noqa: E731
+    return (e("Session-Id", "s;1") + (origin_host or e("Origin-Host", "pgw.example.net"))
+            + e("Origin-Realm", "example.net") + (realm or e("Destination-Realm", "example.net"))
+            + e("Auth-Application-Id", 4) + e("Service-Context-Id", "32251@3gpp.org")
+            + e("CC-Request-Type", 1) + (number or e("CC-Request-Number", 0)))
+
+
+def test_hostile_values_are_answered_not_raised(dictionary):
+    p = opened(dictionary)
+    cases = [
+        (ccr_body(dictionary, origin_host=raw_avp(264, b"\xffbad")), 5004),
+        (ccr_body(dictionary, realm=raw_avp(283, b"\xfe.net")), 5004),
+        (ccr_body(dictionary, number=raw_avp(415, b"\0\0\0\0\1")), 5014),
+    ]
+    for body, code in cases:
+        p.receive_data(frame(272, 0xC0, 4, body), 2.0)
+        [ans] = answers(p, dictionary)
+        assert ans.get("Result-Code") == code
+        # the bad AVP is in Failed-AVP only, never echoed into the answer body
+        assert all(a.code != 415 or len(a.data) == 4 for a in ans.avps)
+        events(p)
+    p.receive_data(frame(282, 0x80, 0, enc(dictionary, "Origin-Host", "pgw.example.net")
+                         + enc(dictionary, "Origin-Realm", "example.net") + raw_avp(273, b"\0\0\0\0\1")), 3.0)
+    [dpa] = answers(p, dictionary)
+    assert dpa.get("Result-Code") == 5014 and events(p) == [ErrorAnswered(282, 5014, "Disconnect-Cause: length 5, expected 4"),
+                                                            DisconnectRequested(None)]
+
+
+@pytest.mark.parametrize("tail", [raw_avp(999, b"", flags=0, length=200)[:8], b"\0\0\0\0"])
+def test_broken_cer_gets_5014_cea(dictionary, tail):
+    e = lambda n, v: enc(dictionary, n, v)  # noqa: E731
+    body = (e("Origin-Host", "pgw.example.net") + e("Origin-Realm", "example.net")
+            + e("Host-IP-Address", "192.0.2.1") + e("Vendor-Id", 0) + e("Product-Name", "x")
+            + e("Auth-Application-Id", 4) + tail)
+    p = server(dictionary)
+    p.receive_data(frame(257, 0x80, 0, body, 1, 2), 1.0)
+    [cea] = answers(p, dictionary)
+    assert cea.get("Result-Code") == 5014 and p.state is PeerState.CLOSED
+
+
+def test_invalid_cea_closes(dictionary):
+    cli = PeerConnection(CLIENT, dictionary, initiator=True, now=0.0, rng=random.Random(2))
+    [cer] = answers(cli, dictionary)
+    e = lambda n, v: enc(dictionary, n, v)  # noqa: E731
+    body = (e("Result-Code", 2001) + e("Origin-Host", "ocs") + e("Origin-Realm", "example.net")
+            + e("Host-IP-Address", "192.0.2.1") + e("Vendor-Id", 0) + e("Product-Name", "x")
+            + raw_avp(258, b"\0\0\4"))
+    cli.receive_data(frame(257, 0x00, 0, body, 12345, cer.end_to_end), 0.1)
+    assert cli.state is PeerState.WAIT_I_CEA                    # unknown Hop-by-Hop: ignored
+    cli.receive_data(frame(257, 0x00, 0, body, cer.hop_by_hop, cer.end_to_end), 0.2)
+    assert cli.state is PeerState.CLOSED
+
+
+def test_deeply_nested_grouped_is_refused(dictionary):
+    inner = raw_avp(264, b"x")
+    for _ in range(2000):                       # Failed-AVP inside Failed-AVP ...
+        inner = raw_avp(279, inner)
+    p = opened(dictionary)
+    p.receive_data(frame(280, 0x80, 0, enc(dictionary, "Origin-Host", "pgw.example.net")
+                         + enc(dictionary, "Origin-Realm", "example.net") + inner), 2.0)
+    [dwa] = answers(p, dictionary)
+    assert dwa.get("Result-Code") == 5004 and p.state is PeerState.R_OPEN
+
+
+@pytest.mark.parametrize("flag", [0x20, 0x40])
+def test_cer_with_e_or_p_bit_3008(dictionary, flag):
+    raw = bytearray(sample("CER"))
+    raw[4] |= flag
+    p = server(dictionary)
+    p.receive_data(bytes(raw), 1.0)
+    [cea] = answers(p, dictionary)
+    assert cea.get("Result-Code") == 3008 and cea.is_error and not cea.flags & 0x40
+
+
+@pytest.mark.parametrize("apps,code", [([], 5005), ([("Auth-Application-Id", 4), ("Acct-Application-Id", 3)], 5009)])
+def test_vendor_specific_application_id_needs_exactly_one(dictionary, apps, code):
+    cer = request(dictionary, "Capabilities-Exchange-Request", [
+        ("Origin-Host", "pgw.example.net"), ("Origin-Realm", "example.net"), ("Host-IP-Address", "192.0.2.1"),
+        ("Vendor-Id", 0), ("Product-Name", "x"), ("Auth-Application-Id", 4),
+        ("Vendor-Specific-Application-Id", [("Vendor-Id", 10415)] + apps)], hop_by_hop=1, end_to_end=2)
+    p = server(dictionary)
+    p.receive_data(cer.encode(), 1.0)
+    [cea] = answers(p, dictionary)
+    assert cea.get("Result-Code") == code and p.state is PeerState.CLOSED
+
+
+def test_failed_avp_keeps_vendor_of_a_bad_length(dictionary):
+    body = ccr_body(dictionary) + raw_avp(1000, b"", vendor=10415, length=400)[:12]
+    p = opened(dictionary)
+    p.receive_data(frame(272, 0xC0, 4, body), 2.0)
+    [ans] = answers(p, dictionary)
+    [failed] = ans.find("Failed-AVP").value
+    assert (ans.get("Result-Code"), failed.code, failed.vendor, failed.flags & 0x80) == (5014, 1000, 10415, 0x80)
+
+
+def test_reused_hop_by_hop_does_not_mix_answers(dictionary):
+    p = opened(dictionary)
+    p.receive_data(ccr(dictionary, e2e=100).encode(), 2.0)
+    p.receive_data(ccr(dictionary, e2e=200).encode(), 2.0)         # same Hop-by-Hop 9
+    a, b = [e.message for e in events(p)]
+    for req in (b, a):
+        p.send_answer(req.answer(2001).extend([("Origin-Host", "ocs"), ("Origin-Realm", "example.net")]))
+    p.data_to_send()
+    for e2e in (200, 100):
+        again = ccr(dictionary, e2e=e2e)
+        again.flags |= FLAG_T
+        p.receive_data(again.encode(), 3.0)
+        [ans] = answers(p, dictionary)
+        assert ans.end_to_end == e2e
+
+
+def test_end_to_end_ids_unique_across_connections_of_a_node(dictionary):
+    from ocs.diameter.duplicates import EndToEndIds
+    ids = EndToEndIds(1_795_000_000, random.Random(5))
+    conns = [PeerConnection(CLIENT, dictionary, initiator=True, now=0.0, rng=random.Random(7),
+                            end_to_end_ids=ids) for _ in range(2)]
+    seen = [decode_message(c.data_to_send(), dictionary)[0].end_to_end for c in conns]
+    assert len(set(seen)) == 2
+    assert all(e >> 20 == 1_795_000_000 & 0xFFF for e in seen)     # high 12 bits: wall-clock seconds
+
+
+def test_forgotten_request_answer_is_discarded(dictionary):
+    cli = PeerConnection(CLIENT, dictionary, initiator=True, now=0.0, rng=random.Random(2))
+    srv = server(dictionary)
+    srv.receive_data(cli.data_to_send(), 0.1)
+    cli.receive_data(srv.data_to_send(), 0.2)
+    events(cli), events(srv)
+    hbh = cli.send_request(ccr(dictionary))
+    srv.receive_data(cli.data_to_send(), 0.3)
+    [req] = events(srv)
+    cli.forget_request(hbh)                                    # the caller timed out
+    srv.send_answer(req.message.answer(2001).extend([("Origin-Host", "ocs"), ("Origin-Realm", "example.net")]))
+    cli.receive_data(srv.data_to_send(), 0.4)
+    assert events(cli) == []
+
+
+@given(st.sampled_from(["CCR-I", "CCR-U", "CCR-T", "DWR", "DPR"]), st.data())
+def test_open_peer_survives_mutated_requests(dictionary, name, data):
+    raw = bytearray(sample(name))
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(20, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    p = opened(dictionary)
+    p.receive_data(bytes(raw), 2.0)
+    evs = events(p)
+    assert not any("unexpected decode failure" in getattr(e, "reason", "") for e in evs)
+    answers(p, dictionary)

@@ -13,33 +13,52 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .avp import Avp, AvpStructureError, decode_avps
-from .capabilities import LocalPeer
+from .datatypes import ValueProblem
+from .dictionary import FLAG_V
 from .errors import is_protocol_error
 from .message import Message
+
+if TYPE_CHECKING:
+    from .capabilities import LocalPeer
 
 _ANSWER_SETS = frozenset({"Session-Id", "Result-Code", "Origin-Host", "Origin-Realm",
                           "Failed-AVP", "Error-Message", "Proxy-Info"})
 
 
 def failed_avp(request: Message, encoded: bytes | None) -> Avp | None:
-    """Failed-AVP holding the encoded offending AVP (None if it cannot be read)."""
+    """Failed-AVP holding the encoded offending AVP(s) (None if there are none)."""
     if not encoded:
         return None
     d = request.dictionary
     try:
         inner = decode_avps(encoded, 0, len(encoded), d)
     except AvpStructureError:
-        # a header whose length is itself the error: carry it as raw bytes
-        inner = [Avp(int.from_bytes(encoded[:4], "big"), encoded[4] & 0x7F, 0, encoded[8:], None, d)]
+        # a header whose length is itself the error (5014): the header as received,
+        # V bit and Vendor-Id included, with a zeroed payload (RFC 6733 §7.5)
+        flags = encoded[4]
+        vendor = int.from_bytes(encoded[8:12], "big") if flags & FLAG_V and len(encoded) >= 12 else 0
+        start = 12 if vendor else 8
+        inner = [Avp(int.from_bytes(encoded[:4], "big"), flags if vendor else flags & ~FLAG_V,
+                     vendor, bytes(encoded[start:]), None, d)]
     if not inner:
         return None
     fa = d.avp("Failed-AVP")
-    data = b"".join(a.encode() for a in inner[:1])
-    return Avp(fa.code, fa.flags, fa.vendor, data, fa, d, inner[:1])
+    return Avp(fa.code, fa.flags, fa.vendor, b"".join(a.encode() for a in inner), fa, d, inner)
 
 
-def error_answer(local: LocalPeer, request: Message, result_code: int,
+def _valid(a: Avp) -> bool:
+    """Only AVPs that decode are echoed into an answer (never the bad one)."""
+    try:
+        a.value
+    except (ValueProblem, AvpStructureError):
+        return False
+    return True
+
+
+def error_answer(local: "LocalPeer", request: Message, result_code: int,
                  error_message: str | None = None, failed: bytes | None = None) -> Message:
     d = request.dictionary
     answer_def = d.command(request.code, False)
@@ -54,7 +73,8 @@ def error_answer(local: LocalPeer, request: Message, result_code: int,
                 code, vendor = rule.key
                 for a in request.avps:
                     if a.code == code and a.vendor == vendor:
-                        ans.avps.append(a)
+                        if _valid(a) and a.encode() != failed:
+                            ans.avps.append(a)
                         break
     if error_message:
         ans.add("Error-Message", error_message[:200])

@@ -120,6 +120,8 @@ class Avp:
 
     def encode(self) -> bytes:
         data = self.data
+        if len(data) > 0xFFFFF0:
+            raise ValueError(f"AVP {self.code} data of {len(data)} octets exceeds the 24-bit AVP Length")
         if self.flags & FLAG_V:
             length = 12 + len(data)
             return _HDR_V.pack(self.code, (self.flags << 24) | length, self.vendor) + data + _PAD[length & 3]

@@ -17,7 +17,10 @@ import attrs
 
 from .dictionary import Dictionary
 from .events import PeerIdentity
-from .message import FLAG_R, Message, request
+from .answers import failed_avp as failed_avp_of
+from .decoder import example_avp
+from .errors import AvpError
+from .message import FLAG_P, FLAG_R, Message, request
 
 RELAY_APPLICATION_ID = 0xFFFFFFFF
 CREDIT_CONTROL_APPLICATION_ID = 4
@@ -70,6 +73,7 @@ def build_cer(local: LocalPeer, dictionary: Dictionary) -> Message:
 def build_cea(local: LocalPeer, cer: Message, result_code: int, error: bool = False,
               failed_avp: bytes | None = None, error_message: str | None = None) -> Message:
     cea = cer.answer(error=error)
+    cea.flags &= ~FLAG_P                   # CEA is never proxiable, whatever the CER said
     cea.add("Result-Code", result_code)
     items = _identity_avps(local)
     if error:
@@ -80,14 +84,25 @@ def build_cea(local: LocalPeer, cer: Message, result_code: int, error: bool = Fa
     cea.extend(items)
     if error_message:
         cea.add("Error-Message", error_message)
-    if failed_avp is not None:
-        cea.add("Failed-AVP", [_raw(cer.dictionary, failed_avp)])
+    fa = failed_avp_of(cer, failed_avp)
+    if fa is not None:
+        cea.avps.append(fa)
     return cea
 
 
-def _raw(dictionary: Dictionary, encoded: bytes):
-    from .avp import decode_avps
-    return decode_avps(encoded, 0, len(encoded), dictionary)[0]
+def vendor_specific_application_error(msg: Message) -> AvpError | None:
+    """RFC 6733 §6.11: a Vendor-Specific-Application-Id holds exactly one of
+    Auth-Application-Id and Acct-Application-Id: neither -> 5005, both -> 5009."""
+    d = msg.dictionary
+    for vsai in msg.find_all("Vendor-Specific-Application-Id"):
+        ids = vsai.find_all("Auth-Application-Id") + vsai.find_all("Acct-Application-Id")
+        if not ids:
+            examples = example_avp(d.avp("Auth-Application-Id")) + example_avp(d.avp("Acct-Application-Id"))
+            return AvpError(5005, examples, "Vendor-Specific-Application-Id without an application id")
+        if len(ids) > 1:
+            return AvpError(5009, ids[1].encode(),
+                            "Vendor-Specific-Application-Id with more than one application id")
+    return None
 
 
 def peer_identity(msg: Message, local: LocalPeer) -> PeerIdentity:

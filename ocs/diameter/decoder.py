@@ -44,8 +44,14 @@ _U16 = struct.Struct(">H").unpack_from
 ANY = Grammar((), True, {})
 
 
+MAX_DEPTH = 16
+"""Grouped AVPs nested deeper than this are refused with 5004: Failed-AVP and
+Proxy-Info accept any AVP, themselves included, so a peer could otherwise nest
+them until the recursion limit (real messages nest 4 or 5 deep)."""
+
+
 def walk(buf: bytes, pos: int, end: int, grammar: Grammar | None,
-         dictionary: Dictionary, build: bool = True) -> tuple[list[Avp], AvpError | None]:
+         dictionary: Dictionary, build: bool = True, depth: int = 0) -> tuple[list[Avp], AvpError | None]:
     """Check the AVPs in buf[pos:end] against grammar (unless None) and, if
     build, make an Avp of each. Grouped payloads are checked without building
     (most are never read); their children are decoded lazily on first read."""
@@ -101,7 +107,11 @@ def walk(buf: bytes, pos: int, end: int, grammar: Grammar | None,
                                    f"{d.name}: length {stop - start}, expected {d.size}")
                     live = False
             elif kind == CHECK_GROUPED:
-                err = walk(buf, start, stop, d.grammar, dictionary, False)[1]
+                if depth >= MAX_DEPTH:
+                    err = AvpError(5004, _wire(buf, pos, length),
+                                   f"{d.name}: grouped AVPs nested more than {MAX_DEPTH} deep")
+                else:
+                    err = walk(buf, start, stop, d.grammar, dictionary, False, depth + 1)[1]
                 live = err is None
             elif kind:
                 err = _check_leaf(buf, pos, length, start, stop, flags, kind, d)

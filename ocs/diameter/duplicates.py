@@ -58,3 +58,27 @@ class DuplicateCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class EndToEndIds:
+    """End-to-End Identifiers for one node (RFC 6733 §3): "locally unique ... for
+    a period of at least 4 minutes, even across reboots". As the RFC suggests,
+    the high 12 bits are the low 12 bits of the wall-clock time in seconds and
+    the low 20 bits a counter (random start), shared by all of the node's
+    connections. `wall_clock_at_start` is the Unix time when `now` was
+    `monotonic_at_start`; the shell supplies both (this module reads no clock).
+    """
+
+    __slots__ = ("_base", "_mono", "_counter")
+
+    def __init__(self, wall_clock_at_start: float, rng, monotonic_at_start: float | None = None):
+        self._base = wall_clock_at_start
+        self._mono = monotonic_at_start
+        self._counter = rng.getrandbits(20)
+
+    def next(self, now: float) -> int:
+        if self._mono is None:
+            self._mono = now
+        seconds = int(self._base + (now - self._mono))
+        self._counter = (self._counter + 1) & 0xFFFFF
+        return ((seconds & 0xFFF) << 20) | self._counter

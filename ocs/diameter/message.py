@@ -111,6 +111,8 @@ class Message:
     def encode(self) -> bytes:
         body = b"".join([a.encode() for a in self.avps])
         length = HEADER_LENGTH + len(body)
+        if length > 0xFFFFFF:
+            raise ValueError(f"message of {length} octets exceeds the 24-bit Message Length")
         return HEADER.pack(
             (1 << 24) | length, (self.flags << 24) | self.code,
             self.application_id, self.hop_by_hop, self.end_to_end,

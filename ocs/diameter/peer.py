@@ -22,9 +22,10 @@ owner's business; the node only accepts connections in this release):
 
 Checks on a received request, first failure answered (RFC 6733 §6.1, §7):
 E bit set, or P bit on CER/DWR/DPR -> 3008; application not in common -> 3007; no handler for
-(application, command) -> 3001; duplicate (Origin-Host, End-to-End) -> the
-cached answer; Destination-Host not us -> 3002; Destination-Realm not served ->
-3003; AVP/grammar errors -> 5xxx with Failed-AVP. Only then RequestReceived.
+(application, command) -> 3001; AVP/grammar errors -> 5xxx with Failed-AVP (not
+cached: a broken request's values may not decode); duplicate (Origin-Host,
+End-to-End) -> the cached answer with the new Hop-by-Hop id; Destination-Host
+not us -> 3002; Destination-Realm not served -> 3003. Only then RequestReceived.
 3009 (invalid AVP bits) is never sent: reserved AVP bits are ignored as §4.1
 says, and the sources disagree on the M bit of many 3GPP AVPs, so a mismatch
 against the dictionary is accepted (liberal receiver).
@@ -40,9 +41,12 @@ from typing import Callable
 
 from . import watchdog as wd
 from .answers import error_answer
-from .capabilities import LocalPeer, build_cea, build_cer, is_cer, peer_identity
+from .avp import AvpStructureError
+from .capabilities import (LocalPeer, build_cea, build_cer, is_cer, peer_identity,
+                           vendor_specific_application_error)
+from .datatypes import ValueProblem
 from .dictionary import Dictionary
-from .duplicates import DuplicateCache
+from .duplicates import DuplicateCache, EndToEndIds
 from .errors import FramingError
 from .events import (AnswerReceived, ConnectionClosed, DisconnectRequested, ErrorAnswered, Event,
                      PeerIdentity, PeerOpened, RequestFailed, RequestReceived, WatchdogChanged)
@@ -74,7 +78,8 @@ class PeerConnection:
                  duplicates: DuplicateCache | None = None, tw: float = wd.TW_DEFAULT,
                  cer_timeout: float = 10.0, dpa_timeout: float = 5.0,
                  max_message_length: int = DEFAULT_MAX_LENGTH,
-                 rng: random.Random | None = None, reopened: bool = False):
+                 rng: random.Random | None = None, reopened: bool = False,
+                 end_to_end_ids: EndToEndIds | None = None):
         self.local = local
         self.dictionary = dictionary
         self.initiator = initiator
@@ -93,9 +98,12 @@ class PeerConnection:
         self._watchdog = wd.Watchdog(tw, self._rng)
         self._reopened = reopened
         self._hbh = self._rng.getrandbits(32)
-        self._e2e = self._rng.getrandbits(20)
+        # End-to-End ids must be unique per node, not per connection (RFC 6733 §3)
+        self._e2e_ids = end_to_end_ids or EndToEndIds(0, self._rng)
         self._pending: dict[int, bool] = {}          # our requests: hbh -> is application request
-        self._inbound: dict[int, tuple[str, int]] = {}   # their requests: hbh -> duplicate key
+        self._dwr: int | None = None                 # hbh of our outstanding DWR
+        # their requests being handled: (hbh, e2e) -> duplicate key
+        self._inbound: dict[tuple[int, int], tuple[str, int]] = {}
         self._deadline: float | None = now + cer_timeout
         if initiator:
             self.state = PeerState.WAIT_I_CEA
@@ -116,7 +124,14 @@ class PeerConnection:
         for frame in frames:
             if self.state is PeerState.CLOSED:
                 return
-            self._on_frame(frame)
+            try:
+                self._on_frame(frame)
+            except (ValueProblem, AvpStructureError, RecursionError) as e:
+                # a backstop: every read of peer data is meant to be guarded; if one
+                # is not, this connection ends, never the process
+                self._events.append(ErrorAnswered(0, 5012, f"unexpected decode failure: {e!r}"))
+                self._close(f"unexpected decode failure: {e!r}")
+                return
         if error is not None and self.state is not PeerState.CLOSED:
             self._on_framing_error(error)
 
@@ -154,12 +169,16 @@ class PeerConnection:
             raise RuntimeError(f"cannot send a request in state {self.state.value}")
         return self._send_request(msg, internal=False)
 
+    def forget_request(self, hop_by_hop: int) -> None:
+        """We stopped waiting for this answer (timeout); a late one is discarded."""
+        self._pending.pop(hop_by_hop, None)
+
     def send_answer(self, msg: Message) -> None:
-        """Send the answer to a RequestReceived (matched by Hop-by-Hop id)."""
+        """Send the answer to a RequestReceived (matched by Hop-by-Hop and End-to-End id)."""
         if self.state is PeerState.CLOSED:
             return
         data = msg.encode()
-        key = self._inbound.pop(msg.hop_by_hop, None)
+        key = self._inbound.pop((msg.hop_by_hop, msg.end_to_end), None)
         if key is not None:
             self.duplicates.complete(key, self._now, data)
         self._out.append(data)
@@ -185,8 +204,7 @@ class PeerConnection:
         self._hbh = (self._hbh + 1) & 0xFFFFFFFF
         msg.hop_by_hop = self._hbh
         if not msg.end_to_end:
-            self._e2e = (self._e2e + 1) & 0xFFFFF
-            msg.end_to_end = ((int(self._now) & 0xFFF) << 20) | self._e2e
+            msg.end_to_end = self._e2e_ids.next(self._now)
         self._pending[msg.hop_by_hop] = not internal
         self._out.append(msg.encode())
         return msg.hop_by_hop
@@ -196,8 +214,9 @@ class PeerConnection:
             return
         self.state = PeerState.CLOSED
         self._deadline = None
-        actions = self._watchdog.connection_down()
-        if wd.FAILOVER in actions:
+        was = self._watchdog.state
+        self._watchdog.connection_down()
+        if was in (wd.OKAY, wd.SUSPECT, wd.REOPEN):
             self._events.append(WatchdogChanged(wd.DOWN))
         for hbh, is_app in self._pending.items():
             if is_app:
@@ -228,6 +247,10 @@ class PeerConnection:
         if state is PeerState.WAIT_I_CEA:
             if msg.code != CER or msg.is_request:
                 self._close("expected a CEA")
+            elif msg.hop_by_hop not in self._pending:
+                return                    # unknown Hop-by-Hop: discard (§6.2), keep waiting
+            elif errors:
+                self._close(f"invalid CEA: {errors[0].result_code} {errors[0].message}")
             else:
                 self._on_cea(msg)
             return
@@ -241,7 +264,11 @@ class PeerConnection:
             self._on_answer(msg)
 
     def _on_cer(self, cer: Message, errors) -> None:
-        err = errors[0] if errors else None
+        if cer.flags & (FLAG_E | FLAG_P):
+            reason = "E or P bit set in a CER"
+            self._refuse(build_cea(self.local, cer, 3008, error=True, error_message=reason), 3008, reason)
+            return
+        err = errors[0] if errors else vendor_specific_application_error(cer)
         if err is not None:
             self._refuse(build_cea(self.local, cer, err.result_code, failed_avp=err.failed_avp,
                                    error_message=err.message), err.result_code, err.message)
@@ -286,7 +313,9 @@ class PeerConnection:
     def _watchdog_actions(self, actions: list[str]) -> None:
         for action in actions:
             if action == wd.SEND_DWR:
-                self._send_request(request(self.dictionary, "Device-Watchdog-Request", [
+                if self._dwr is not None:            # never answered: stop waiting for it
+                    self._pending.pop(self._dwr, None)
+                self._dwr = self._send_request(request(self.dictionary, "Device-Watchdog-Request", [
                     ("Origin-Host", self.local.origin_host),
                     ("Origin-Realm", self.local.origin_realm)]), internal=True)
             elif action == wd.FAILOVER:
@@ -301,6 +330,8 @@ class PeerConnection:
         is_app = self._pending.pop(msg.hop_by_hop, None)
         if is_app is None:
             return                        # unknown Hop-by-Hop: discard (§6.2)
+        if msg.hop_by_hop == self._dwr:
+            self._dwr = None
         if msg.code == DPR and self.state is PeerState.CLOSING:
             self._close("DPA received")
         elif is_app:
@@ -321,11 +352,12 @@ class PeerConnection:
             self._answer_base(msg, errors[0] if errors else None)
             self.state = PeerState.CLOSING
             self._deadline = self._now + self._dpa_timeout
-            cause = msg.find("Disconnect-Cause")
-            self._events.append(DisconnectRequested(None if cause is None else cause.value))
+            self._events.append(DisconnectRequested(None if errors else msg.get("Disconnect-Cause")))
             return
         if code == CER:
-            self._reply_error(msg, 5012, "capabilities were already exchanged on this connection")
+            reason = "capabilities were already exchanged on this connection"
+            self._events.append(ErrorAnswered(CER, 5012, reason))
+            self._out.append(build_cea(self.local, msg, 5012, error_message=reason).encode())
             return
         app = msg.application_id
         # application 0 (common messages) is supported by every node (RFC 6733 §2.4)
@@ -334,6 +366,12 @@ class PeerConnection:
             return
         if not self.supports(app, code):
             self._reply_error(msg, 3001, f"command {code} of application {app} is not supported")
+            return
+        if errors:
+            # answered at once, and not remembered as a duplicate: its values may not
+            # even decode, and a retransmission gets the same answer recomputed
+            err = errors[0]
+            self._reply_error(msg, err.result_code, err.message, err.failed_avp)
             return
         key = (str(msg.get("Origin-Host", "")), msg.end_to_end)
         cached = self.duplicates.lookup(key, self._now)
@@ -349,13 +387,14 @@ class PeerConnection:
         if dest_realm is not None and not self.local.serves_realm(str(dest_realm)):
             self._reply_error(msg, 3003, f"realm {dest_realm} is not served here")
             return
-        err = errors[0] if errors else None
-        self.duplicates.begin(key, self._now)
-        self._inbound[msg.hop_by_hop] = key
-        if err is not None:
-            self._events.append(ErrorAnswered(code, err.result_code, err.message))
-            self.send_answer(error_answer(self.local, msg, err.result_code, err.message, err.failed_avp))
+        ids = (msg.hop_by_hop, msg.end_to_end)
+        if ids in self._inbound:
+            # the peer reused a Hop-by-Hop id while the first request is unanswered:
+            # answering both would confuse it, so the newcomer is refused
+            self._reply_error(msg, 5012, "Hop-by-Hop and End-to-End ids already in use")
             return
+        self.duplicates.begin(key, self._now)
+        self._inbound[ids] = key
         self._events.append(RequestReceived(msg))
 
     def _answer_base(self, msg: Message, err) -> None:

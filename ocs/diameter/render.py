@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .avp import Avp, AvpStructureError
 from .datatypes import ValueProblem
+from .decoder import MAX_DEPTH
 from .dictionary import DataType
 from .message import Message
 
@@ -23,6 +24,9 @@ def render_message(msg: Message) -> str:
 
 def _avps(avps: list[Avp], depth: int, lines: list[str]) -> None:
     pad = "  " * depth
+    if depth > MAX_DEPTH + 1:
+        lines.append(f"{pad}... (nested deeper than {MAX_DEPTH})")
+        return
     for a in avps:
         flags = "".join(f for f, bit in (("V", 0x80), ("M", 0x40), ("P", 0x20)) if a.flags & bit) or "-"
         head = f"{pad}{a.name} ({a.code}{'/' + str(a.vendor) if a.vendor else ''}, {flags})"

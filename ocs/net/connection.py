@@ -11,13 +11,14 @@ import asyncio
 import itertools
 import logging
 import random
+import time
 
 import attrs
 
 from ..diameter.answers import error_answer
 from ..diameter.capabilities import LocalPeer
 from ..diameter.dictionary import Dictionary
-from ..diameter.duplicates import DuplicateCache
+from ..diameter.duplicates import DuplicateCache, EndToEndIds
 from ..diameter.events import (AnswerReceived, ConnectionClosed, DisconnectRequested, ErrorAnswered,
                                PeerOpened, RequestFailed, RequestReceived, WatchdogChanged)
 from ..diameter.message import Message
@@ -42,6 +43,9 @@ class NodeContext:
     dpa_timeout: float = 5.0
     max_message_length: int = 1 << 20
     rng: random.Random = attrs.Factory(random.Random)
+    # one End-to-End id sequence for all connections of the node (RFC 6733 §3)
+    end_to_end_ids: EndToEndIds = attrs.Factory(
+        lambda self: EndToEndIds(time.time(), self.rng, time.monotonic()), takes_self=True)
 
 
 class DiameterConnection(asyncio.Protocol):
@@ -69,9 +73,20 @@ class DiameterConnection(asyncio.Protocol):
             n.local, n.dictionary, initiator=self.initiator, now=self.loop.time(),
             supports=n.registry.supports, allowed_peers=n.allowed_peers, duplicates=n.duplicates,
             tw=n.tw, cer_timeout=n.cer_timeout, dpa_timeout=n.dpa_timeout,
-            max_message_length=n.max_message_length, rng=n.rng, reopened=self.reopened)
+            max_message_length=n.max_message_length, rng=n.rng, reopened=self.reopened,
+            end_to_end_ids=n.end_to_end_ids)
         log.debug("connection %d from %s", self.id, self.remote)
         self._pump()
+
+    def pause_writing(self) -> None:
+        # the peer is not reading our answers: stop reading its requests until it does,
+        # so our write buffer stays bounded (asyncio's high-water mark)
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         self.peer.receive_data(data, self.loop.time())
@@ -103,6 +118,8 @@ class DiameterConnection(asyncio.Protocol):
             return await asyncio.wait_for(fut, timeout)
         finally:
             self._waiters.pop(hbh, None)
+            if self.peer is not None:
+                self.peer.forget_request(hbh)      # a late answer is discarded
 
     async def disconnect(self, timeout: float | None = None) -> None:
         """DPR, wait for DPA (or the DPA timeout), close."""
