@@ -546,7 +546,8 @@ def test_duplicate_request_served_from_cache_once(dictionary):
     """With a stand-in handler for CCR (registered through the public registry,
     as credit control will be), a retransmission with the same Origin-Host and
     End-to-End id gets the cached answer, byte-identical except Hop-by-Hop, on
-    the same and on another connection, and the handler runs once."""
+    the same connection and, after that one closed, on a new one (a failover);
+    the handler runs once."""
     calls = []
 
     async def handler(msg, ctx):
@@ -560,9 +561,8 @@ def test_duplicate_request_served_from_cache_once(dictionary):
         return ans
 
     with running_node(dictionary, register=lambda r: r.register(CREDIT_CONTROL, 272, handler)) as node:
-        with RawPeer(node.port) as raw, RawPeer(node.port) as other:
+        with RawPeer(node.port) as raw:
             raw.open()
-            other.open()
             original = raw.send(ccr(f"{CLIENT_HOST};dup;2"))
             first = raw.recv_frame()
             answer = PdMessage.from_bytes(first)
@@ -572,14 +572,16 @@ def test_duplicate_request_served_from_cache_once(dictionary):
             hbh = next(_ids)
             raw.send(_retransmission(original, hbh))
             _same_but_hop_by_hop(first, raw.recv_frame(), hbh)
+            raw.exchange(dpr())
 
-            hbh = next(_ids)                          # after a failover: another connection
+        with RawPeer(node.port) as other:              # after a failover: a new connection
+            other.open()
+            hbh = next(_ids)
             other.send(_retransmission(original, hbh))
             _same_but_hop_by_hop(first, other.recv_frame(), hbh)
 
             # a new End-to-End id is a new request
-            fresh = raw.exchange(ccr(f"{CLIENT_HOST};dup;2", number=1))
+            fresh = other.exchange(ccr(f"{CLIENT_HOST};dup;2", number=1))
             assert avp_values(fresh, VALIDITY_TIME) == [1002]
             assert len(calls) == 2
-            raw.exchange(dpr())
             other.exchange(dpr())

@@ -147,3 +147,24 @@ def test_json_logs_name_peer_and_connection(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_one_connection_per_peer_unless_it_restarted():
+    """R-Open + R-Conn-CER -> R-Reject; a higher Origin-State-Id replaces the old one."""
+    async def scenario():
+        server = DiameterServer(node_context(Config()))
+        await server.start("127.0.0.1", 0)
+
+        def node(state):
+            return NodeContext(LocalPeer("pgw.example.net", "example.net", origin_state_id=state),
+                               load_directory())
+        first = await connect("127.0.0.1", server.port, node(100))
+        with pytest.raises(ConnectionError, match="closed|lost"):
+            await connect("127.0.0.1", server.port, node(100))          # same peer, not restarted
+        assert server.node.peers.get("PGW.example.net") is not None
+        assert first.conn.peer.state.value == "I-Open"
+        restarted = await connect("127.0.0.1", server.port, node(101))  # the peer restarted
+        await asyncio.wait_for(asyncio.shield(first.conn.closed), 5)    # the leftover is dropped
+        assert len(server.node.peers) == 1 and restarted.conn.peer.state.value == "I-Open"
+        await server.stop(timeout=5)
+    asyncio.run(scenario())

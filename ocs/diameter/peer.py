@@ -9,6 +9,7 @@ owner's business; the node only accepts connections in this release):
 | Wait-CER   | R-Conn-CER, accepted          | Process-CER, R-Snd-CEA (2001)       | R-Open     |
 | Wait-CER   | R-Conn-CER, unknown peer      | CEA 3010 (E bit), disconnect        | Closed     |
 | Wait-CER   | R-Conn-CER, no common app     | CEA 5010, disconnect                | Closed     |
+| Wait-CER   | R-Conn-CER, peer already open | R-Reject (disconnect, no CEA)       | Closed     |
 | Wait-CER   | anything but CER / Timeout    | disconnect                          | Closed     |
 | Wait-I-CEA | I-Rcv-CEA (2001)              | Process-CEA                         | I-Open     |
 | Wait-I-CEA | I-Rcv-Non-CEA / Timeout       | Error                               | Closed     |
@@ -79,7 +80,8 @@ class PeerConnection:
                  cer_timeout: float = 10.0, dpa_timeout: float = 5.0,
                  max_message_length: int = DEFAULT_MAX_LENGTH,
                  rng: random.Random | None = None, reopened: bool = False,
-                 end_to_end_ids: EndToEndIds | None = None):
+                 end_to_end_ids: EndToEndIds | None = None,
+                 admit: Callable[[PeerIdentity], bool] | None = None):
         self.local = local
         self.dictionary = dictionary
         self.initiator = initiator
@@ -87,6 +89,7 @@ class PeerConnection:
         self.allowed_peers = (None if allowed_peers is None
                               else frozenset(h.lower() for h in allowed_peers))
         self.duplicates = duplicates if duplicates is not None else DuplicateCache()
+        self.admit = admit                # the owner's one-connection-per-peer rule
         self.peer: PeerIdentity | None = None
         self._rng = rng or random.Random()
         self._framer = Framer(max_message_length)
@@ -282,6 +285,10 @@ class PeerConnection:
         if not peer.common_application_ids:
             self._refuse(build_cea(self.local, cer, 5010, error_message="no common application"),
                          5010, "no common application")
+            return
+        if self.admit is not None and not self.admit(peer):
+            # R-Open + R-Conn-CER -> R-Reject: the new transport is closed, no CEA
+            self._close(f"R-Reject: {peer.origin_host} already has an open connection")
             return
         self._out.append(build_cea(self.local, cer, 2001).encode())
         self._opened(peer, PeerState.R_OPEN)

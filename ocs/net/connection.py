@@ -24,6 +24,7 @@ from ..diameter.events import (AnswerReceived, ConnectionClosed, DisconnectReque
 from ..diameter.message import Message
 from ..diameter.peer import PeerConnection, PeerState
 from .application import HandlerRegistry, RequestContext
+from .peers import PeerTable
 
 log = logging.getLogger("ocs.net")
 _ids = itertools.count(1)
@@ -44,6 +45,7 @@ class NodeContext:
     max_message_length: int = 1 << 20
     rng: random.Random = attrs.Factory(random.Random)
     # one End-to-End id sequence for all connections of the node (RFC 6733 §3)
+    peers: PeerTable = attrs.Factory(PeerTable)
     end_to_end_ids: EndToEndIds = attrs.Factory(
         lambda self: EndToEndIds(time.time(), self.rng, time.monotonic()), takes_self=True)
 
@@ -74,7 +76,7 @@ class DiameterConnection(asyncio.Protocol):
             supports=n.registry.supports, allowed_peers=n.allowed_peers, duplicates=n.duplicates,
             tw=n.tw, cer_timeout=n.cer_timeout, dpa_timeout=n.dpa_timeout,
             max_message_length=n.max_message_length, rng=n.rng, reopened=self.reopened,
-            end_to_end_ids=n.end_to_end_ids)
+            end_to_end_ids=n.end_to_end_ids, admit=lambda peer: n.peers.admit(self, peer))
         log.debug("connection %d from %s", self.id, self.remote)
         self._pump()
 
@@ -185,6 +187,7 @@ class DiameterConnection(asyncio.Protocol):
         elif isinstance(event, PeerOpened):
             log.info("peer %s (%s) open on connection %d from %s", event.peer.origin_host,
                      event.peer.origin_realm, self.id, self.remote, extra=self._log_extra())
+            self.node.peers.opened(self, event.peer)
             if not self.opened.done():
                 self.opened.set_result(event.peer)
         elif isinstance(event, ConnectionClosed):
@@ -212,7 +215,14 @@ class DiameterConnection(asyncio.Protocol):
         self.peer.send_answer(answer)
         self._pump()
 
+    def abort(self, reason: str) -> None:
+        """Drop the transport at once (no DPR): for a connection known to be stale."""
+        log.info("connection %d aborted: %s", self.id, reason, extra=self._log_extra())
+        if self.transport is not None:
+            self.transport.abort()
+
     def _finish(self, reason: str) -> None:
+        self.node.peers.closed(self)
         if not self.opened.done():
             self.opened.set_exception(ConnectionError(reason))
             self.opened.exception()

@@ -1,0 +1,57 @@
+"""The node's table of open peers, by Origin-Host (RFC 6733 §5.6).
+
+One transport connection per peer: a CER from an Origin-Host that already has an
+open connection is rejected (R-Open + R-Conn-CER -> R-Reject: the new transport
+is closed without a CEA), unless the new CER carries a higher Origin-State-Id
+than the open connection's CER. Then the peer has restarted and lost its state
+(RFC 6733 §8.16), the open connection is a leftover the watchdog has not
+caught yet, and it is aborted in favour of the new one. Later releases route
+server-initiated requests (RAR, ASR) to a session's peer through this table.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..diameter.events import PeerIdentity
+
+if TYPE_CHECKING:
+    from .connection import DiameterConnection
+
+log = logging.getLogger("ocs.net")
+
+
+class PeerTable:
+    def __init__(self) -> None:
+        self._by_host: dict[str, "DiameterConnection"] = {}
+
+    def admit(self, conn: "DiameterConnection", peer: PeerIdentity) -> bool:
+        host = peer.origin_host.lower()
+        old = self._by_host.get(host)
+        if old is None or old is conn or old.closed.done():
+            return True
+        before = old.peer.peer.origin_state_id if old.peer and old.peer.peer else None
+        if peer.origin_state_id and before is not None and peer.origin_state_id > before:
+            log.warning("peer %s restarted (Origin-State-Id %d > %d): replacing connection %d with %d",
+                        peer.origin_host, peer.origin_state_id, before, old.id, conn.id)
+            del self._by_host[host]
+            old.abort("replaced: the peer restarted (higher Origin-State-Id)")
+            return True
+        log.warning("peer %s already has connection %d open: rejecting connection %d",
+                    peer.origin_host, old.id, conn.id)
+        return False
+
+    def opened(self, conn: "DiameterConnection", peer: PeerIdentity) -> None:
+        self._by_host[peer.origin_host.lower()] = conn
+
+    def closed(self, conn: "DiameterConnection") -> None:
+        peer = conn.peer.peer if conn.peer is not None else None
+        if peer is not None and self._by_host.get(peer.origin_host.lower()) is conn:
+            del self._by_host[peer.origin_host.lower()]
+
+    def get(self, origin_host: str) -> "DiameterConnection | None":
+        return self._by_host.get(origin_host.lower())
+
+    def __len__(self) -> int:
+        return len(self._by_host)
