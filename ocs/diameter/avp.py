@@ -25,7 +25,7 @@ import struct
 from typing import Any, Iterable
 
 from .datatypes import ValueProblem
-from .dictionary import FLAG_M, FLAG_V, AvpDef, DataType, Dictionary
+from .dictionary import FLAG_M, FLAG_V, AvpDef, Dictionary
 
 _HDR = struct.Struct(">II")
 _HDR_V = struct.Struct(">III")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import struct
 
-import attrs
 
 from .avp import Avp, _failed_header
 from .datatypes import MIN_LENGTH, ValueProblem
@@ -170,4 +169,4 @@ def example_avp(d: AvpDef) -> bytes:
     return Avp(d.code, d.flags, d.vendor, data, d, None).encode()
 
 
-__all__ = ["walk", "example_avp", "ANY", "attrs"]
+__all__ = ["walk", "example_avp", "ANY", "MAX_DEPTH"]

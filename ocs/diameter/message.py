@@ -27,7 +27,7 @@ import struct
 
 from .avp import Avp, build_children, make_avp
 from .decoder import ANY, walk
-from .dictionary import FLAG_M, Dictionary
+from .dictionary import Dictionary
 from .errors import AvpError, FramingError
 
 HEADER = struct.Struct(">IIIII")
