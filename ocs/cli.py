@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 from .config import ConfigError, load_config, override
@@ -48,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        return _run(args)
+    except BrokenPipeError:
+        # output piped into `head` and the like: not an error; silence the flush at exit
+        sys.stdout = open(os.devnull, "w")
+        return 0
+
+
+def _run(args) -> int:
+    try:
         if args.command == "serve":
             return _serve(args)
         if args.command == "dict":
@@ -70,8 +80,12 @@ def _serve(args) -> int:
     config = override(config, "diameter", dictionaries=args.dictionaries)
     config = override(config, "log", level=args.log_level, format=args.log_format)
     setup_logging(config.log.level, config.log.format)
-    load_directory(config.diameter.dictionaries)      # refuse to start on a bad dictionary
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))       # refuses to start on a bad dictionary (DictionaryError)
+    except OSError as e:
+        print(f"ocs: cannot listen on {config.listen.address}:{config.listen.port}: {e.strerror or e}",
+              file=sys.stderr)
+        return 2
     return 0
 
 

@@ -8,6 +8,7 @@ only what they give.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from typing import Any
 
@@ -21,7 +22,7 @@ class NodeConfig:
     origin_realm: str = "localdomain"
     """Origin-Realm of this node."""
     served_realms: tuple = ()
-    """Destination-Realm values answered here; empty means origin_realm only (else 3003)."""
+    """Destination-Realm values answered here besides origin_realm (others get 3003)."""
     host_ip_addresses: tuple = ("127.0.0.1",)
     """Host-IP-Address values advertised in CEA (RFC 6733 §5.3)."""
     product_name: str = "ocs"
@@ -79,6 +80,55 @@ class ConfigError(Exception):
     pass
 
 
+def _is_str(v) -> bool:
+    return isinstance(v, str)
+
+
+def _is_strs(v) -> bool:
+    return isinstance(v, tuple) and all(isinstance(x, str) for x in v)
+
+
+def _is_ips(v) -> bool:
+    if not _is_strs(v) or not v:
+        return False
+    try:
+        for x in v:
+            ipaddress.ip_address(x)
+    except ValueError:
+        return False
+    return True
+
+
+def _number(lo: float, hi: float | None = None, integer: bool = False):
+    def check(v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+            return False
+        return v >= lo and (hi is None or v <= hi)
+    return check
+
+
+# (section, setting) -> (test, what a valid value is); every setting has one
+_RULES = {
+    ("node", "origin_host"): (_is_str, "a DiameterIdentity string"),
+    ("node", "origin_realm"): (_is_str, "a realm string"),
+    ("node", "served_realms"): (_is_strs, "a list of realm strings"),
+    ("node", "host_ip_addresses"): (_is_ips, "a non-empty list of IP address strings"),
+    ("node", "product_name"): (_is_str, "a string"),
+    ("node", "vendor_id"): (_number(0, 2**32 - 1, True), "an integer 0..4294967295"),
+    ("listen", "address"): (_is_str, "an address string"),
+    ("listen", "port"): (_number(0, 65535, True), "a port number 0..65535"),
+    ("diameter", "tw"): (_number(6), "seconds, at least 6 (RFC 3539)"),
+    ("diameter", "cer_timeout"): (_number(0.001), "seconds above 0"),
+    ("diameter", "dpa_timeout"): (_number(0.001), "seconds above 0"),
+    ("diameter", "max_message_length"): (_number(20, 2**24 - 4, True), "octets, 20..16777212"),
+    ("diameter", "duplicate_lifetime"): (_number(0), "seconds, 0 or more"),
+    ("diameter", "allowed_peers"): (lambda v: v is None or _is_strs(v), "a list of Origin-Host strings"),
+    ("diameter", "dictionaries"): (lambda v: v is None or _is_str(v), "a folder path string"),
+    ("log", "level"): (lambda v: v in ("debug", "info", "warning", "error"), "debug, info, warning or error"),
+    ("log", "format"): (lambda v: v in ("text", "json"), "text or json"),
+}
+
+
 def _section(cls, values: dict[str, Any], where: str):
     if not isinstance(values, dict):
         raise ConfigError(f"[{where}] must be a table")
@@ -87,30 +137,37 @@ def _section(cls, values: dict[str, Any], where: str):
     if unknown:
         raise ConfigError(f"unknown setting(s) in [{where}]: {', '.join(sorted(unknown))}")
     out = {}
-    for f in attrs.fields(cls):
-        if f.name not in values:
-            continue
-        v = values[f.name]
-        if isinstance(v, list):
-            v = tuple(v)
-        default = f.default
-        if default is not None and not isinstance(v, type(default)) and not (
-                isinstance(default, float) and isinstance(v, int)):
-            raise ConfigError(f"[{where}] {f.name}: expected {type(default).__name__}, got {v!r}")
-        out[f.name] = float(v) if isinstance(default, float) else v
+    for name, v in values.items():
+        out[name] = tuple(v) if isinstance(v, list) else v
     return cls(**out)
+
+
+def validate(config: Config) -> Config:
+    """Every setting against its rule; the first bad one is a ConfigError."""
+    for section in _SECTIONS:
+        obj = getattr(config, section)
+        for f in attrs.fields(type(obj)):
+            test, what = _RULES[(section, f.name)]
+            v = getattr(obj, f.name)
+            if not test(v):
+                raise ConfigError(f"[{section}] {f.name} = {v!r}: expected {what}")
+            if isinstance(f.default, float) and isinstance(v, int):
+                obj = attrs.evolve(obj, **{f.name: float(v)})
+        config = attrs.evolve(config, **{section: obj})
+    return config
 
 
 def from_dict(data: dict[str, Any]) -> Config:
     unknown = set(data) - set(_SECTIONS)
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(sorted(unknown))}")
-    return Config(**{name: _section(cls, data.get(name, {}), name) for name, cls in _SECTIONS.items()})
+    return validate(Config(**{name: _section(cls, data.get(name, {}), name)
+                              for name, cls in _SECTIONS.items()}))
 
 
 def load_config(path: str | None) -> Config:
     if path is None:
-        return Config()
+        return validate(Config())
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -124,4 +181,4 @@ def override(config: Config, section: str, **values) -> Config:
     given = {k: v for k, v in values.items() if v is not None}
     if not given:
         return config
-    return attrs.evolve(config, **{section: attrs.evolve(getattr(config, section), **given)})
+    return validate(attrs.evolve(config, **{section: attrs.evolve(getattr(config, section), **given)}))

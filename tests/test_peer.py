@@ -336,7 +336,8 @@ def test_open_peer_survives_arbitrary_bytes(dictionary, data):
     p = opened(dictionary)
     p.receive_data(data, 2.0)
     p.data_to_send()
-    events(p)
+    # the backstop must never be what saved us: every read of peer data is guarded
+    assert not any("unexpected decode failure" in getattr(e, "reason", "") for e in events(p))
 
 
 # ---- hostile input: found by an independent review; each used to raise ----------
@@ -372,16 +373,17 @@ def ccr_body(dictionary, origin_host=None, realm=None, number=None):
 def test_hostile_values_are_answered_not_raised(dictionary):
     p = opened(dictionary)
     cases = [
-        (ccr_body(dictionary, origin_host=raw_avp(264, b"\xffbad")), 5004),
-        (ccr_body(dictionary, realm=raw_avp(283, b"\xfe.net")), 5004),
-        (ccr_body(dictionary, number=raw_avp(415, b"\0\0\0\0\1")), 5014),
+        (raw_avp(264, b"\xffbad"), dict(origin_host=raw_avp(264, b"\xffbad")), 5004),
+        (raw_avp(283, b"\xfe.net"), dict(realm=raw_avp(283, b"\xfe.net")), 5004),
+        (raw_avp(415, b"\0\0\0\0\1"), dict(number=raw_avp(415, b"\0\0\0\0\1")), 5014),
     ]
-    for body, code in cases:
-        p.receive_data(frame(272, 0xC0, 4, body), 2.0)
+    for bad, parts, code in cases:
+        p.receive_data(frame(272, 0xC0, 4, ccr_body(dictionary, **parts)), 2.0)
         [ans] = answers(p, dictionary)
         assert ans.get("Result-Code") == code
         # the bad AVP is in Failed-AVP only, never echoed into the answer body
-        assert all(a.code != 415 or len(a.data) == 4 for a in ans.avps)
+        assert [a.encode() for a in ans.find("Failed-AVP").value] == [bad]
+        assert bad not in [a.encode() for a in ans.avps]
         events(p)
     p.receive_data(frame(282, 0x80, 0, enc(dictionary, "Origin-Host", "pgw.example.net")
                          + enc(dictionary, "Origin-Realm", "example.net") + raw_avp(273, b"\0\0\0\0\1")), 3.0)
@@ -508,3 +510,82 @@ def test_open_peer_survives_mutated_requests(dictionary, name, data):
     evs = events(p)
     assert not any("unexpected decode failure" in getattr(e, "reason", "") for e in evs)
     answers(p, dictionary)
+
+
+# ---- branches an earlier coverage run showed untested ---------------------------
+
+def client_and_cer(dictionary):
+    cli = PeerConnection(CLIENT, dictionary, initiator=True, now=0.0, rng=random.Random(2))
+    [cer] = answers(cli, dictionary)
+    return cli, cer
+
+
+def cea_for(cer, code, apps=(4,)):
+    cea = cer.answer(code).extend([("Origin-Host", "ocs"), ("Origin-Realm", "example.net"),
+                                   ("Host-IP-Address", "192.0.2.9"), ("Vendor-Id", 0), ("Product-Name", "x")]
+                                  + [("Auth-Application-Id", a) for a in apps])
+    return cea.encode()
+
+
+@pytest.mark.parametrize("make,reason", [
+    (lambda cer: cea_for(cer, 5010), "CEA with Result-Code 5010"),
+    (lambda cer: cea_for(cer, 2001, apps=(16777238,)), "no common application in the CEA"),
+    (lambda cer: sample("DWR"), "expected a CEA"),
+])
+def test_initiator_refuses_bad_cea(dictionary, make, reason):
+    cli, cer = client_and_cer(dictionary)
+    cli.receive_data(make(cer), 0.1)
+    assert cli.state is PeerState.CLOSED
+    assert events(cli)[-1] == ConnectionClosed(reason)
+
+
+def test_request_and_disconnect_outside_open(dictionary):
+    cli, _ = client_and_cer(dictionary)
+    with pytest.raises(RuntimeError):
+        cli.send_request(ccr(dictionary))
+    cli.disconnect(0.5)                                    # not open yet: just closes
+    assert cli.state is PeerState.CLOSED and events(cli) == [ConnectionClosed("disconnected locally")]
+
+
+def test_second_cer_on_open_connection_5012(dictionary):
+    p = opened(dictionary)
+    p.receive_data(sample("CER"), 2.0)
+    [cea] = answers(p, dictionary)
+    assert cea.get("Result-Code") == 5012 and cea.get("Origin-Host") == "ocs.example.net"
+    assert [a.value for a in cea.find_all("Host-IP-Address")] == [a for a in SERVER.host_ip_addresses]
+    assert p.state is PeerState.R_OPEN
+
+
+def test_same_ids_while_in_flight_5012(dictionary):
+    p = opened(dictionary)
+    p.receive_data(ccr(dictionary, e2e=100).encode(), 2.0)
+    other = ccr(dictionary, e2e=100)
+    other.avps[1] = other.avps[1].__class__(264, 0x40, 0, b"pgw2.example.net",
+                                            dictionary.avp("Origin-Host"), dictionary)
+    p.receive_data(other.encode(), 2.1)                    # same ids, other Origin-Host
+    [ans] = answers(p, dictionary)
+    assert ans.get("Result-Code") == 5012
+
+
+def test_at_most_one_dwr_pending(dictionary):
+    p = opened(dictionary, tw=6.0)
+    p.handle_timer(p.get_timer())                          # DWR 1
+    [first] = answers(p, dictionary)
+    p.receive_data(sample("DWR"), p.get_timer() - 1)       # traffic keeps the link OKAY...
+    p.data_to_send()
+    p.handle_timer(p.get_timer())                          # ...but DWR 1 is still pending: SUSPECT
+    assert p.data_to_send() == b"" and p.watchdog_state == "SUSPECT"
+    assert [h for h, is_app in p._pending.items() if not is_app] == [first.hop_by_hop]
+
+
+def test_close_mid_request_lets_the_retransmission_through(dictionary):
+    cache = DuplicateCache()
+    p = opened(dictionary, duplicates=cache)
+    p.receive_data(ccr(dictionary).encode(), 2.0)
+    assert isinstance(events(p)[0], RequestReceived)
+    p.receive_data(b"", 2.5)                               # the link drops before we answer
+    q = opened(dictionary, duplicates=cache)
+    again = ccr(dictionary)
+    again.flags |= FLAG_T
+    q.receive_data(again.encode(), 3.0)                    # failover: must be handled, not dropped
+    assert [type(e) for e in events(q)] == [RequestReceived]

@@ -57,18 +57,37 @@ def test_config_file_and_errors(tmp_path):
         from_dict({"node": {"origin_hots": "x"}})
     with pytest.raises(ConfigError, match="unknown section"):
         from_dict({"nodes": {}})
-    with pytest.raises(ConfigError, match="expected int"):
-        from_dict({"listen": {"port": "3868"}})
+    for section, values, what in [
+        ("listen", {"port": "3868"}, "port number"),
+        ("listen", {"port": 70000}, "port number"),
+        ("diameter", {"tw": 1}, "at least 6"),
+        ("diameter", {"allowed_peers": "pgw.example.net"}, "list of Origin-Host"),
+        ("diameter", {"dictionaries": 5}, "folder path"),
+        ("diameter", {"max_message_length": 19}, "20..16777212"),
+        ("node", {"host_ip_addresses": ["bad"]}, "IP address"),
+        ("log", {"level": "verbose"}, "debug, info"),
+    ]:
+        with pytest.raises(ConfigError, match=what):
+            from_dict({section: values})
 
 
 def test_example_config_is_valid_and_complete():
-    c = load_config(os.path.join(REPO, "ocs.example.toml"))
-    assert isinstance(c, Config)
-    text = open(os.path.join(REPO, "ocs.example.toml")).read()
+    """Every setting appears in ocs.example.toml with its default: set to it, or
+    (for settings whose default is 'absent') shown commented out."""
     import attrs
+    import tomllib
+    path = os.path.join(REPO, "ocs.example.toml")
+    text = open(path).read()
+    data = tomllib.loads(text)
+    assert load_config(path) == load_config(None)          # the example is the defaults
     for section in attrs.fields(Config):
         for field in attrs.fields(type(section.default)):
-            assert f"{field.name} =" in text, f"{section.name}.{field.name} is not explained"
+            if field.default is None:
+                assert f"# {field.name} =" in text and field.name not in data[section.name]
+            else:
+                value = data[section.name][field.name]
+                value = tuple(value) if isinstance(value, list) else value
+                assert value == field.default, f"{section.name}.{field.name}"
 
 
 def test_serve_subprocess_sigterm_sends_dpr(tmp_path):
@@ -86,11 +105,12 @@ def test_serve_subprocess_sigterm_sends_dpr(tmp_path):
             conn = client.conn
             proc.send_signal(signal.SIGTERM)
             reason = await asyncio.wait_for(asyncio.shield(conn.closed), 10)
-            return reason, conn.peer.state.value
-        reason, state = asyncio.run(scenario())
+            return reason, conn.peer.state.value, conn.disconnect_cause
+        reason, state, cause = asyncio.run(scenario())
         assert proc.wait(timeout=15) == 0
         out = proc.stdout.read()
         assert "sending DPR to 1 peer" in out
+        assert cause == 0                        # the client received DPR, REBOOTING
         assert state == "Closed"
     finally:
         if proc.poll() is None:
@@ -168,3 +188,64 @@ def test_one_connection_per_peer_unless_it_restarted():
         assert len(server.node.peers) == 1 and restarted.conn.peer.state.value == "I-Open"
         await server.stop(timeout=5)
     asyncio.run(scenario())
+
+
+def _ccr(client, sid="gw;1"):
+    return client.build("Credit-Control-Request", [
+        ("Session-Id", sid), ("Destination-Realm", "localdomain"), ("Auth-Application-Id", 4),
+        ("Service-Context-Id", "32251@3gpp.org"), ("CC-Request-Type", 1), ("CC-Request-Number", 0)])
+
+
+def test_handler_failure_is_answered_5012_and_hung_requests_fail_on_close():
+    async def scenario():
+        node = node_context(Config())
+        release = asyncio.Event()
+
+        async def handler(msg, ctx):
+            if msg.get("Session-Id") == "boom":
+                raise RuntimeError("handler bug")
+            await release.wait()                    # never answers until released
+            raise AssertionError("not reached")
+        node.registry.register(4, 272, handler)
+        server = DiameterServer(node)
+        await server.start("127.0.0.1", 0)
+        client = await connect("127.0.0.1", server.port, client_node())
+        ans = await client.request(_ccr(client, "boom"))
+        assert (ans.get("Result-Code"), ans.is_error, ans.get("CC-Request-Number")) == (5012, False, 0)
+        hung = asyncio.ensure_future(client.request(_ccr(client, "hang"), timeout=10))
+        await asyncio.sleep(0.1)
+        [conn] = server.connections
+        conn.transport.abort()                       # the link drops with a request in flight
+        with pytest.raises(ConnectionError):
+            await hung
+        with pytest.raises(asyncio.TimeoutError):    # and a request that times out is forgotten
+            client2 = await connect("127.0.0.1", server.port, client_node("gw2.example.net"))
+            await client2.request(_ccr(client2, "hang2"), timeout=0.2)
+        assert not client2.conn.peer._pending
+        release.set()
+        await server.stop(timeout=2)
+    asyncio.run(scenario())
+
+
+def test_stop_is_bounded_when_a_peer_ignores_dpr():
+    import socket as socketlib
+
+    async def scenario():
+        node = node_context(Config())
+        node.dpa_timeout = 0.5
+        server = DiameterServer(node)
+        await server.start("127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        sock = socketlib.create_connection(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        from wire_samples import sample
+        await loop.sock_sendall(sock, sample("CER"))
+        await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)        # the CEA
+        # DPR, never answered: stop() returns after the 0.5 s DPA timeout (wait_for
+        # only guards against a hang; no speed is asserted)
+        await asyncio.wait_for(server.stop(), 10)
+        dpr = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+        sock.close()
+        return dpr
+    dpr = asyncio.run(scenario())
+    assert dpr[5:8] == (282).to_bytes(3, "big") and dpr[4] & 0x80      # it was a DPR

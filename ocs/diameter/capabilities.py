@@ -41,11 +41,11 @@ class LocalPeer:
     auth_application_ids: tuple = (CREDIT_CONTROL_APPLICATION_ID,)
     acct_application_ids: tuple = ()
     supported_vendor_ids: tuple = (VENDOR_3GPP,)
-    served_realms: tuple = ()          # realms answered locally; empty = origin_realm only
+    served_realms: tuple = ()          # realms answered locally besides origin_realm
 
     def serves_realm(self, realm: str) -> bool:
-        realms = self.served_realms or (self.origin_realm,)
-        return any(realm.lower() == r.lower() for r in realms)
+        realm = realm.lower()
+        return realm == self.origin_realm.lower() or any(realm == r.lower() for r in self.served_realms)
 
     def application_ids(self) -> frozenset:
         return frozenset(self.auth_application_ids) | frozenset(self.acct_application_ids)

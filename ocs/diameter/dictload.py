@@ -63,8 +63,11 @@ def parse_file(path: str) -> _File:
     section = None
     enum_name = None
     current: _Def | None = None
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DictionaryError(f"{path}:1: cannot read: {e}") from None
     for lineno, raw in enumerate(lines, 1):
         where = f"{path}:{lineno}"
         line = raw.split("#", 1)[0].strip()
@@ -401,9 +404,11 @@ def default_directory() -> str:
 
 def load_directory(directory: str | None = None) -> Dictionary:
     directory = directory or default_directory()
-    paths = sorted(
-        os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".dict")
-    )
+    try:
+        names = os.listdir(directory)
+    except OSError as e:
+        raise DictionaryError(f"{directory}: {e.strerror or e}") from None
+    paths = sorted(os.path.join(directory, n) for n in names if n.endswith(".dict"))
     if not paths:
         raise DictionaryError(f"{directory}: no .dict files")
     return load_files(paths)

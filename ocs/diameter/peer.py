@@ -104,7 +104,6 @@ class PeerConnection:
         # End-to-End ids must be unique per node, not per connection (RFC 6733 §3)
         self._e2e_ids = end_to_end_ids or EndToEndIds(0, self._rng)
         self._pending: dict[int, bool] = {}          # our requests: hbh -> is application request
-        self._dwr: int | None = None                 # hbh of our outstanding DWR
         # their requests being handled: (hbh, e2e) -> duplicate key
         self._inbound: dict[tuple[int, int], tuple[str, int]] = {}
         self._deadline: float | None = now + cer_timeout
@@ -231,7 +230,9 @@ class PeerConnection:
         self._events.append(ConnectionClosed(reason))
 
     def _on_framing_error(self, e: FramingError) -> None:
-        if e.header is not None and e.header[4] & FLAG_R:
+        # answered (5011/5015) only on an open connection and only for a request;
+        # before the CER, anything but a CER just closes the connection
+        if self.state in _OPEN and e.header is not None and e.header[4] & FLAG_R:
             _, _, flags, code, app, hbh, e2e = parse_header(e.header)
             req = Message(self.dictionary, code, flags, app, hbh, e2e)
             self._out.append(error_answer(self.local, req, e.result_code, e.reason).encode())
@@ -320,9 +321,8 @@ class PeerConnection:
     def _watchdog_actions(self, actions: list[str]) -> None:
         for action in actions:
             if action == wd.SEND_DWR:
-                if self._dwr is not None:            # never answered: stop waiting for it
-                    self._pending.pop(self._dwr, None)
-                self._dwr = self._send_request(request(self.dictionary, "Device-Watchdog-Request", [
+                # at most one DWR is ever pending: the watchdog sends none while Pending
+                self._send_request(request(self.dictionary, "Device-Watchdog-Request", [
                     ("Origin-Host", self.local.origin_host),
                     ("Origin-Realm", self.local.origin_realm)]), internal=True)
             elif action == wd.FAILOVER:
@@ -337,8 +337,6 @@ class PeerConnection:
         is_app = self._pending.pop(msg.hop_by_hop, None)
         if is_app is None:
             return                        # unknown Hop-by-Hop: discard (§6.2)
-        if msg.hop_by_hop == self._dwr:
-            self._dwr = None
         if msg.code == DPR and self.state is PeerState.CLOSING:
             self._close("DPA received")
         elif is_app:

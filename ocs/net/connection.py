@@ -65,6 +65,7 @@ class DiameterConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self.remote = None
+        self.disconnect_cause: int | None = None      # set when the peer sends DPR
 
     # ---- asyncio.Protocol ------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -198,8 +199,13 @@ class DiameterConnection(asyncio.Protocol):
         elif isinstance(event, ErrorAnswered):
             log.info("connection %d: answered command %d with %d: %s", self.id,
                      event.command_code, event.result_code, event.reason, extra=self._log_extra())
-        elif isinstance(event, (DisconnectRequested, WatchdogChanged)):
-            log.info("connection %d: %s", self.id, event, extra=self._log_extra())
+        elif isinstance(event, DisconnectRequested):
+            self.disconnect_cause = event.cause
+            log.info("connection %d: the peer sent DPR (Disconnect-Cause %s)", self.id, event.cause,
+                     extra=self._log_extra())
+        elif isinstance(event, WatchdogChanged):
+            log.log(logging.INFO if event.state in ("OKAY", "DOWN") else logging.WARNING,
+                    "connection %d: watchdog %s", self.id, event.state, extra=self._log_extra())
 
     async def _handle(self, msg: Message, received_at: float) -> None:
         handler = self.node.registry.get(msg.application_id, msg.code)

@@ -3,9 +3,11 @@
 One transport connection per peer: a CER from an Origin-Host that already has an
 open connection is rejected (R-Open + R-Conn-CER -> R-Reject: the new transport
 is closed without a CEA), unless the new CER carries a higher Origin-State-Id
-than the open connection's CER. Then the peer has restarted and lost its state
-(RFC 6733 §8.16), the open connection is a leftover the watchdog has not
-caught yet, and it is aborted in favour of the new one. Later releases route
+than the open connection's CER (the peer restarted and lost its state, RFC 6733
+§8.16), or the open connection's watchdog is no longer OKAY (a DWR went
+unanswered). Then the open connection is a leftover and is aborted in favour of
+the new one. A restarted peer that sends no Origin-State-Id is therefore
+refused until its old connection's watchdog notices, within about 2 x Tw. Later releases route
 server-initiated requests (RAR, ASR) to a session's peer through this table.
 """
 
@@ -32,11 +34,14 @@ class PeerTable:
         if old is None or old is conn or old.closed.done():
             return True
         before = old.peer.peer.origin_state_id if old.peer and old.peer.peer else None
-        if peer.origin_state_id and before is not None and peer.origin_state_id > before:
-            log.warning("peer %s restarted (Origin-State-Id %d > %d): replacing connection %d with %d",
-                        peer.origin_host, peer.origin_state_id, before, old.id, conn.id)
+        restarted = bool(peer.origin_state_id) and before is not None and peer.origin_state_id > before
+        suspect = old.peer is not None and old.peer.watchdog_state != "OKAY"
+        if restarted or suspect:
+            why = ("the peer restarted (higher Origin-State-Id)" if restarted
+                   else "its watchdog is " + old.peer.watchdog_state)
+            log.warning("peer %s: replacing connection %d with %d: %s", peer.origin_host, old.id, conn.id, why)
             del self._by_host[host]
-            old.abort("replaced: the peer restarted (higher Origin-State-Id)")
+            old.abort(f"replaced: {why}")
             return True
         log.warning("peer %s already has connection %d open: rejecting connection %d",
                     peer.origin_host, old.id, conn.id)
