@@ -109,6 +109,14 @@ def _rule_text(r) -> str:
     return q + brackets.format(r.name)
 
 
+def _any_text(g) -> str:
+    lo, hi = g.any_min, (None if g.any_max >= 1 << 62 else g.any_max)
+    if (lo, hi) == (0, 1):
+        return "[ AVP ]"
+    q = f"{lo or ''}*{'' if hi is None else hi}"
+    return f"{q} {{ AVP }}" if lo else f"{q} [ AVP ]"
+
+
 def _dump_text(d: Dictionary) -> str:
     lines = [f"# {d.summary()}", "", "# AVPs: name code vendor type flags"]
     for a in sorted(d.avps.values(), key=lambda a: (a.vendor, a.code)):
@@ -119,7 +127,7 @@ def _dump_text(d: Dictionary) -> str:
         if a.grammar:
             lines += [f"    {_rule_text(r)}" for r in a.grammar.rules]
             if a.grammar.allows_any:
-                lines.append("    * [ AVP ]")
+                lines.append(f"    {_any_text(a.grammar)}")
     lines += ["", "# Commands"]
     for c in sorted(d.commands.values(), key=lambda c: (c.code, not c.request)):
         hdr = ", ".join([str(c.code)] + (["REQ"] if c.request else []) + (["PXY"] if c.proxiable else [])
@@ -127,7 +135,7 @@ def _dump_text(d: Dictionary) -> str:
         lines.append(f"{c.name} ::= < Diameter Header: {hdr} >")
         lines += [f"    {_rule_text(r)}" for r in c.grammar.rules]
         if c.grammar.allows_any:
-            lines.append("    * [ AVP ]")
+            lines.append(f"    {_any_text(c.grammar)}")
     return "\n".join(lines)
 
 
@@ -135,7 +143,8 @@ def _dump_json(d: Dictionary) -> dict:
     def grammar(g):
         return {"rules": [{"name": r.name, "kind": r.kind, "min": r.min,
                            "max": None if r.max == UNBOUNDED else r.max} for r in g.rules],
-                "any": g.allows_any}
+                "any": ({"min": g.any_min, "max": None if g.any_max >= 1 << 62 else g.any_max}
+                        if g.allows_any else None)}
     return {
         "files": list(d.files),
         "avps": [{"name": a.name, "code": a.code, "vendor": a.vendor, "type": a.type.value,

@@ -75,6 +75,13 @@ BAD = [
     ("bad element", "@name b\n@inherits a\n@messages\nX ::= < Diameter Header: 9, REQ >\n { Origin-Host ]\n", "b.dict:5", "cannot read"),
     ("name mismatch", "@name c\n", "b.dict:1", "does not match"),
     ("qualifier without star", "@name b\n@inherits a\n@messages\nX ::= < Diameter Header: 9, REQ >\n 2 { Origin-Host }\n", "b.dict:5", "qualifier"),
+    ("fixed AVP wildcard", "@name b\n@inherits a\n@messages\nX ::= < Diameter Header: 9, REQ >\n < AVP >\n", "b.dict:5", "no meaning"),
+    ("AVP twice", "@name b\n@inherits a\n@messages\nX ::= < Diameter Header: 9, REQ >\n * [ AVP ]\n 1* { AVP }\n", "b.dict:6", "twice"),
+    ("code too big", "@name b\n@inherits a\n@avp_types\nX 4294967296 Unsigned32 M\n", "b.dict:4", "32 bits"),
+    ("non-ASCII digits", "@name b\n@inherits a\n@avp_types\nX \u00b2 Unsigned32 M\n", "b.dict:4", "not a number"),
+    ("command code too big", "@name b\n@inherits a\n@messages\nX ::= < Diameter Header: 16777216, REQ >\n", "b.dict:4", "24 bits"),
+    ("bad AVP name", "@name b\n@inherits a\n@avp_types\nB$d 1 Unsigned32 M\n", "b.dict:4", "bad AVP name"),
+    ("redefine changes code", "@name b\n@inherits a\n@redefine\nDWR ::= < Diameter Header: 281, REQ >\n { Origin-Host }\n", "b.dict:4", "changes its header"),
 ]
 
 
@@ -120,3 +127,26 @@ def test_cli_dict_check_reports_file_and_line(tmp_path):
     (tmp_path / "a.dict").write_text("@name a\n@avp_types\nX 1 Nope M\n")
     r = _ocs("dict", "check", "--dir", str(tmp_path))
     assert r.returncode == 2 and "a.dict:3" in r.stderr and "unknown type" in r.stderr
+
+
+def test_names_must_come_from_the_file_or_what_it_inherits(tmp_path):
+    (tmp_path / "a.dict").write_text(BASE)
+    # c does not inherit b: neither its grammars nor its enums may use b's AVPs
+    (tmp_path / "b.dict").write_text("@name b\n@inherits a\n@avp_types\nE 5 Enumerated M\n")
+    (tmp_path / "c.dict").write_text("@name c\n@inherits a\n@enum E\nX 1\n")
+    with pytest.raises(DictionaryError, match="c.dict:3: @enum E: the AVP is in b"):
+        load_directory(str(tmp_path))
+    (tmp_path / "c.dict").write_text("@name c\n@inherits a\n@messages\n"
+                                     "X ::= < Diameter Header: 9, REQ >\n [ E ]\n")
+    with pytest.raises(DictionaryError, match="c.dict:5: X names E of b"):
+        load_directory(str(tmp_path))
+
+
+def test_avp_wildcard_bounds(dictionary, tmp_path):
+    # RFC 8506 Subscription-Id-Extension ends with "[ AVP ]": at most one more AVP
+    ext = dictionary.avp("Subscription-Id-Extension").grammar
+    assert (ext.allows_any, ext.any_max) == (True, 1)
+    failed = dictionary.avp("Failed-AVP").grammar
+    assert (failed.any_min, failed.allows_any) == (1, True)
+    r = _ocs("dict", "dump")
+    assert "1* { AVP }" in r.stdout and "    [ AVP ]" in r.stdout

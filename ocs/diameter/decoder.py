@@ -90,6 +90,10 @@ def walk(buf: bytes, pos: int, end: int, grammar: Grammar | None,
             if live and (d is None and flags & FLAG_M or d is not None and not g.allows_any):
                 err = _misplaced(buf, pos, length, key, d)
                 live = False
+            elif live and others > g.any_max:
+                err = AvpError(5009, _wire(buf, pos, length),
+                               f"more than {g.any_max} AVP(s) beyond the grammar's list")
+                live = False
         else:
             limit, d = entry
             c = counts[key] = counts.get(key, 0) + 1

@@ -66,6 +66,7 @@ class Grammar:
     allows_any: bool          # `* [ AVP ]` present
     by_key: Mapping[tuple[int, int], Rule] = attrs.field(eq=False, repr=False)
     any_min: int = 0          # `1* { AVP }` (Failed-AVP): at least this many AVPs of any kind
+    any_max: int = 1 << 62    # `[ AVP ]` (RFC 8506 *-Extension AVPs): at most this many
     # derived for the checker's hot loop, keyed by int_key(code, vendor) (an int
     # hashes far faster than a tuple): key -> (maximum, AvpDef) with UNBOUNDED as a
     # huge number; and (key, minimum, AvpDef) of the rules with a minimum

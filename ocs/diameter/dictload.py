@@ -57,6 +57,19 @@ def _fail(where: str, msg: str) -> DictionaryError:
     return DictionaryError(f"{where}: {msg}")
 
 
+_DIGITS = re.compile(r"[0-9]+")
+_NAME_RE = re.compile(_NAME)
+
+
+def _uint(text: str, bits: int, where: str, what: str) -> int:
+    if not _DIGITS.fullmatch(text):
+        raise _fail(where, f"{what} {text!r} is not a number")
+    value = int(text)
+    if value >= 1 << bits:
+        raise _fail(where, f"{what} {value} does not fit in {bits} bits")
+    return value
+
+
 def parse_file(path: str) -> _File:
     stem = os.path.basename(path)[: -len(".dict")] if path.endswith(".dict") else os.path.basename(path)
     f = _File(name="", path=path)
@@ -88,14 +101,15 @@ def parse_file(path: str) -> _File:
                     raise _fail(where, "@inherits takes one file name")
                 f.inherits.append((words[1], where))
             elif directive == "@vendor":
-                if len(words) < 2 or not words[1].isdigit():
+                if len(words) < 2:
                     raise _fail(where, "@vendor takes a Vendor-Id and an optional name")
-                f.vendor = int(words[1])
+                f.vendor = _uint(words[1], 32, where, "Vendor-Id")
             elif directive == "@avp_vendor_id":
-                if len(words) < 3 or not words[1].isdigit():
+                if len(words) < 3:
                     raise _fail(where, "@avp_vendor_id takes a Vendor-Id and AVP names")
+                vendor = _uint(words[1], 32, where, "Vendor-Id")
                 for name in words[2:]:
-                    f.vendor_overrides[name] = (int(words[1]), where)
+                    f.vendor_overrides[name] = (vendor, where)
             elif directive in _SECTIONS:
                 section = directive
                 if directive == "@enum":
@@ -114,12 +128,14 @@ def parse_file(path: str) -> _File:
             raise _fail(where, "text outside any section")
         if section == "@avp_types":
             words = line.split()
-            if len(words) != 4 or not words[1].isdigit():
+            if len(words) != 4:
                 raise _fail(where, "expected 'Name Code Type Flags'")
-            f.avps.append((words[0], int(words[1]), words[2], words[3], where))
+            if not _NAME_RE.fullmatch(words[0]) or words[0] == "AVP":
+                raise _fail(where, f"bad AVP name {words[0]!r}: letters, digits, '-' and '_'")
+            f.avps.append((words[0], _uint(words[1], 32, where, "AVP code"), words[2], words[3], where))
         elif section == "@enum":
             words = line.split()
-            if len(words) != 2 or not re.fullmatch(r"-?\d+", words[1]):
+            if len(words) != 2 or not re.fullmatch(r"-?[0-9]+", words[1]):
                 raise _fail(where, "expected 'LABEL Value'")
             f.enums[enum_name][0].append((words[0], int(words[1]), where))
         else:
@@ -211,7 +227,9 @@ def load_files(paths: Iterable[str]) -> Dictionary:
     avps: dict[tuple[int, int], AvpDef] = {}
     by_name: dict[str, AvpDef] = {}
     owner: dict[str, str] = {}          # definition name -> file that defined it
+    avp_owner: dict[str, str] = {}      # AVP name -> file of its @avp_types line
     for f in ordered:
+        visible = _ancestors(f, parsed) | {f.name}
         for name, (vendor, where) in f.vendor_overrides.items():
             if name not in {a[0] for a in f.avps}:
                 raise _fail(where, f"@avp_vendor_id names {name}, which this file does not define")
@@ -234,10 +252,13 @@ def load_files(paths: Iterable[str]) -> Dictionary:
                        check=check_kind(dtype), size=FIXED_SIZE.get(dtype, 0))
             avps[a.key] = a
             by_name[name] = a
+            avp_owner[name] = f.name
         for name, (values, where) in f.enums.items():
             a = by_name.get(name)
             if a is None:
                 raise _fail(where, f"@enum {name}: no such AVP")
+            if avp_owner[name] not in visible:
+                raise _fail(where, f"@enum {name}: the AVP is in {avp_owner[name]}, which this file does not inherit")
             if a.type is not DataType.Enumerated:
                 raise _fail(where, f"@enum {name}: the AVP is {a.type.value}, not Enumerated")
             if a.enum is not None:
@@ -261,8 +282,9 @@ def load_files(paths: Iterable[str]) -> Dictionary:
     cmd_by_name: dict[str, CommandDef] = {}
     for f in ordered:
         ancestors = _ancestors(f, parsed)
+        visible = ancestors | {f.name}
         for d in f.defs:
-            grammar = _resolve(d, by_name)
+            grammar = _resolve(d, by_name, visible, avp_owner)
             if d.redefine:
                 if owner.get(d.name) not in ancestors:
                     raise _fail(d.where, f"@redefine {d.name}: no inherited file defines it")
@@ -271,12 +293,19 @@ def load_files(paths: Iterable[str]) -> Dictionary:
             owner[d.name] = f.name
             if d.header_kind == "AVP":
                 a = _grouped_header(d, by_name)
+                if avp_owner[a.name] not in visible:
+                    raise _fail(d.where, f"{d.name} is an AVP of {avp_owner[a.name]}, which this file "
+                                         "does not inherit")
                 a = attrs.evolve(a, grammar=grammar)
                 avps[a.key] = a
                 by_name[a.name] = a
             else:
                 c = _command_header(d, grammar)
                 key = (c.code, c.request)
+                old = cmd_by_name.get(d.name)
+                if d.redefine and old is not None and (old.code, old.request) != key:
+                    raise _fail(d.where, f"@redefine {d.name} changes its header from {old.code}"
+                                         f"{', REQ' if old.request else ''}")
                 if key in commands and not (d.redefine and commands[key].name == d.name):
                     raise _fail(d.where, f"command {key} already defined as {commands[key].name} at {commands[key].source}")
                 commands[key] = c
@@ -312,10 +341,12 @@ def _rebind(g: Grammar, final: dict) -> None:
     object.__setattr__(g, "required", tuple((k, m, final[d.key]) for k, m, d in g.required))
 
 
-def _resolve(d: _Def, by_name: dict[str, AvpDef]) -> Grammar:
+def _resolve(d: _Def, by_name: dict[str, AvpDef], visible: set[str], owner: dict[str, str]) -> Grammar:
+    """Resolve a definition's names; it may use AVPs of its own file and the
+    files it inherits from (`visible`), never of unrelated or later files."""
     rules: list[Rule] = []
     allows_any = False
-    any_min = 0
+    any_min, any_max = 0, 1 << 62
     seen: set[str] = set()
     for qmin, star, qmax, opener, name, where in d.elements:
         kind = _KIND[opener]
@@ -332,8 +363,12 @@ def _resolve(d: _Def, by_name: dict[str, AvpDef]) -> Grammar:
         if hi != UNBOUNDED and hi < lo:
             raise _fail(where, f"{name}: maximum {hi} below minimum {lo}")
         if name == "AVP":
+            if kind == "fixed":
+                raise _fail(where, "< AVP > has no meaning: use n*m [ AVP ] or n* { AVP }")
+            if allows_any:
+                raise _fail(where, f"AVP appears twice in {d.name}")
             allows_any = True
-            any_min = lo
+            any_min, any_max = lo, (1 << 62 if hi == UNBOUNDED else hi)
             continue
         if name in seen:
             raise _fail(where, f"{name} appears twice in {d.name}")
@@ -341,8 +376,10 @@ def _resolve(d: _Def, by_name: dict[str, AvpDef]) -> Grammar:
         a = by_name.get(name)
         if a is None:
             raise _fail(where, f"{d.name} names {name}, which no loaded file defines")
+        if owner[name] not in visible:
+            raise _fail(where, f"{d.name} names {name} of {owner[name]}, which this file does not inherit")
         rules.append(Rule(name, kind, lo, hi, a.key))
-    return Grammar(tuple(rules), allows_any, {r.key: r for r in rules}, any_min)
+    return Grammar(tuple(rules), allows_any, {r.key: r for r in rules}, any_min, any_max)
 
 
 def _finish_grammar(g: Grammar, avps: dict) -> Grammar:
@@ -356,10 +393,10 @@ def _finish_grammar(g: Grammar, avps: dict) -> Grammar:
 
 def _grouped_header(d: _Def, by_name: dict[str, AvpDef]) -> AvpDef:
     words = d.header.replace(",", " ").split()
-    if not 1 <= len(words) <= 2 or not all(w.isdigit() for w in words):
+    if not 1 <= len(words) <= 2:
         raise _fail(d.where, f"AVP Header must be 'code [vendor]', got {d.header!r}")
-    code = int(words[0])
-    vendor = int(words[1]) if len(words) == 2 else 0
+    code = _uint(words[0], 32, d.where, "AVP code")
+    vendor = _uint(words[1], 32, d.where, "Vendor-Id") if len(words) == 2 else 0
     a = by_name.get(d.name)
     if a is None:
         raise _fail(d.where, f"grouped {d.name} is not in any @avp_types")
@@ -372,9 +409,7 @@ def _grouped_header(d: _Def, by_name: dict[str, AvpDef]) -> AvpDef:
 
 def _command_header(d: _Def, grammar: Grammar) -> CommandDef:
     parts = [p.strip() for p in d.header.split(",")]
-    if not parts[0].isdigit():
-        raise _fail(d.where, f"Diameter Header must start with the command code, got {d.header!r}")
-    code = int(parts[0])
+    code = _uint(parts[0], 24, d.where, "command code")
     request = proxiable = False
     app = None
     for p in parts[1:]:
@@ -382,8 +417,8 @@ def _command_header(d: _Def, grammar: Grammar) -> CommandDef:
             request = True
         elif p == "PXY":
             proxiable = True
-        elif p.isdigit() and app is None:
-            app = int(p)
+        elif _DIGITS.fullmatch(p) and app is None:
+            app = _uint(p, 32, d.where, "Application-Id")
         else:
             raise _fail(d.where, f"unknown header item {p!r}")
     return CommandDef(d.name, code, request, proxiable, app, grammar, d.where)
