@@ -22,7 +22,7 @@ payload and re-encode byte for byte.
 from __future__ import annotations
 
 import struct
-from typing import Any, Iterable
+from typing import Any
 
 from .datatypes import ValueProblem
 from .dictionary import FLAG_M, FLAG_V, AvpDef, Dictionary
@@ -39,7 +39,6 @@ class AvpStructureError(Exception):
         super().__init__(reason)
         self.result_code = result_code
         self.failed = failed
-        self.partial: list[Avp] = []      # the AVPs read before the bad one
 
 
 class Avp:
@@ -189,12 +188,7 @@ def decode_avps(buf: bytes, start: int, end: int, dictionary: Dictionary | None)
     fragment too short for another header."""
     index = dictionary.index if dictionary is not None else {}
     out: list[Avp] = []
-    pos = start
-    try:
-        _read(buf, pos, end, index, dictionary, out)
-    except AvpStructureError as e:
-        e.partial = out
-        raise
+    _read(buf, start, end, index, dictionary, out)
     return out
 
 
@@ -228,7 +222,3 @@ def _failed_header(buf: bytes, pos: int, end: int, size: int) -> bytes:
     """RFC 6733 §7.5: for a bad length, the AVP header with a zeroed payload."""
     header = bytes(buf[pos:min(pos + size, end)])
     return header + b"\0" * (size - len(header))
-
-
-def encode_avps(avps: Iterable[Avp]) -> bytes:
-    return b"".join([a.encode() for a in avps])

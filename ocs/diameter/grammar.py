@@ -1,8 +1,8 @@
-"""Grammar checks for messages and AVP lists that were built, not received.
+"""Grammar checks for messages that were built, not received.
 
 Received messages are checked while they are decoded (`decoder.walk`, whose
 docstring lists the RFC 6733 §7 rules); this module applies the same walk to a
-message or AVP list we hold as objects, e.g. to validate what a handler built,
+message we hold as objects, e.g. to validate what a handler built,
 and keeps `first_error` for callers of `decode_message`.
 """
 
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .avp import Avp
 from .decoder import example_avp, walk
-from .dictionary import Dictionary, Grammar
 from .errors import AvpError
 
 if TYPE_CHECKING:
@@ -28,12 +26,6 @@ def check_message(msg: "Message") -> AvpError | None:
     return walk(buf, 20, len(buf), cmd.grammar, msg.dictionary)[1]
 
 
-def check_avps(avps: list[Avp], grammar: Grammar, dictionary: Dictionary) -> AvpError | None:
-    """Check AVP objects against a grammar (e.g. a grouped AVP's children)."""
-    buf = b"".join([a.encode() for a in avps])
-    return walk(buf, 0, len(buf), grammar, dictionary)[1]
-
-
 def first_error(errors: list[AvpError], msg: "Message") -> AvpError | None:
     """The first problem of a received message (decode_message already checked
     it against its grammar), or the grammar's verdict for a built one."""
@@ -44,4 +36,4 @@ def first_error(errors: list[AvpError], msg: "Message") -> AvpError | None:
     return check_message(msg)
 
 
-__all__ = ["check_message", "check_avps", "example_avp", "first_error"]
+__all__ = ["check_message", "example_avp", "first_error"]

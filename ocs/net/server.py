@@ -32,10 +32,6 @@ class DiameterServer:
     def port(self) -> int:
         return self._server.sockets[0].getsockname()[1]
 
-    @property
-    def addresses(self) -> list:
-        return [s.getsockname() for s in self._server.sockets]
-
     async def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, send DPR on every open connection, wait for them."""
         if self._server is not None:
