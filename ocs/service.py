@@ -87,7 +87,9 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
-            pass
+            # no signal handlers here (not the main thread, or no Unix signals): the
+            # caller stops the node through the `stop` event instead
+            continue
     if ready is not None:
         ready.set()
     await stop.wait()

@@ -183,42 +183,21 @@ def build_children(dictionary: Dictionary, value) -> list[Avp]:
 
 
 def decode_avps(buf: bytes, start: int, end: int, dictionary: Dictionary | None) -> list[Avp]:
-    """Read the AVP headers in buf[start:end]; raise AvpStructureError (5014) on
-    a length that runs past the end, is too short for its header, or leaves a
-    fragment too short for another header."""
-    index = dictionary.index if dictionary is not None else {}
-    out: list[Avp] = []
-    _read(buf, start, end, index, dictionary, out)
-    return out
-
-
-def _read(buf, pos, end, index, dictionary, out) -> None:
-    append = out.append
-    hdr = _HDR.unpack_from
-    while pos < end:
-        if end - pos < 8:
-            raise AvpStructureError(5014, f"{end - pos} stray octets after the last AVP",
-                                    bytes(buf[pos:end]) + b"\0" * (8 - (end - pos)))
-        code, fl = hdr(buf, pos)
-        flags = fl >> 24
-        length = fl & 0xFFFFFF
-        if flags & FLAG_V:
-            if length < 12 or pos + length > end:
-                raise AvpStructureError(5014, f"AVP {code} length {length} does not fit",
-                                        _failed_header(buf, pos, end, 12))
-            vendor = _HDR_V.unpack_from(buf, pos)[2]
-            data = buf[pos + 12: pos + length]
-        else:
-            if length < 8 or pos + length > end:
-                raise AvpStructureError(5014, f"AVP {code} length {length} does not fit",
-                                        _failed_header(buf, pos, end, 8))
-            vendor = 0
-            data = buf[pos + 8: pos + length]
-        append(Avp(code, flags, vendor, data, index.get(code | (vendor << 32)), dictionary))
-        pos += (length + 3) & ~3
+    """Read the AVPs in buf[start:end] without checking a grammar (the one
+    reader is `decoder.walk`); raise AvpStructureError (5014) on a length that
+    runs past the end, is too short for its header, or leaves a fragment too
+    short for another header."""
+    avps, err = _decoder.walk(buf, start, end, None, dictionary)
+    if err is not None:
+        raise AvpStructureError(err.result_code, err.message, err.failed_avp or b"")
+    return avps
 
 
 def _failed_header(buf: bytes, pos: int, end: int, size: int) -> bytes:
     """RFC 6733 §7.5: for a bad length, the AVP header with a zeroed payload."""
     header = bytes(buf[pos:min(pos + size, end)])
     return header + b"\0" * (size - len(header))
+
+
+# last: decoder imports this module's Avp, so it is looked up at call time
+from . import decoder as _decoder  # noqa: E402

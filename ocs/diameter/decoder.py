@@ -50,13 +50,14 @@ them until the recursion limit (real messages nest 4 or 5 deep)."""
 
 
 def walk(buf: bytes, pos: int, end: int, grammar: Grammar | None,
-         dictionary: Dictionary, build: bool = True, depth: int = 0) -> tuple[list[Avp], AvpError | None]:
+         dictionary: Dictionary | None, build: bool = True,
+         depth: int = 0) -> tuple[list[Avp], AvpError | None]:
     """Check the AVPs in buf[pos:end] against grammar (unless None) and, if
     build, make an Avp of each. Grouped payloads are checked without building
     (most are never read); their children are decoded lazily on first read."""
     out: list[Avp] = []
     append = out.append
-    index = dictionary.index
+    index = dictionary.index if dictionary is not None else {}
     g = grammar if grammar is not None else ANY
     table = g.table
     counts: dict[int, int] = {}

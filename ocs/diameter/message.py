@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import struct
 
-from .avp import Avp, build_children, make_avp
+from .avp import Avp, _by_name, build_children, make_avp
 from .decoder import ANY, walk
 from .dictionary import Dictionary
 from .errors import AvpError, FramingError
@@ -76,9 +76,7 @@ class Message:
         return f"Unknown-Command({self.code}, {'request' if self.is_request else 'answer'})"
 
     def find(self, name: str) -> Avp | None:
-        d = self.dictionary.by_name.get(name)
-        if d is None:
-            raise KeyError(f"no AVP named {name!r} in the dictionary")
+        d = _by_name(self.dictionary, name)
         code, vendor = d.code, d.vendor
         for a in self.avps:
             if a.code == code and a.vendor == vendor:
@@ -86,9 +84,7 @@ class Message:
         return None
 
     def find_all(self, name: str) -> list[Avp]:
-        d = self.dictionary.by_name.get(name)
-        if d is None:
-            raise KeyError(f"no AVP named {name!r} in the dictionary")
+        d = _by_name(self.dictionary, name)
         code, vendor = d.code, d.vendor
         return [a for a in self.avps if a.code == code and a.vendor == vendor]
 
