@@ -70,8 +70,8 @@ class Grammar:
     # derived for the checker's hot loop, keyed by int_key(code, vendor) (an int
     # hashes far faster than a tuple): key -> (maximum, AvpDef) with UNBOUNDED as a
     # huge number; and (key, minimum, AvpDef) of the rules with a minimum
-    table: Mapping[int, tuple] = attrs.field(eq=False, repr=False, factory=dict)
-    required: tuple = attrs.field(eq=False, repr=False, default=())
+    table: dict = attrs.field(eq=False, repr=False, factory=dict)
+    required: list = attrs.field(eq=False, repr=False, factory=list)
 
 
 @attrs.frozen

@@ -317,28 +317,20 @@ def load_files(paths: Iterable[str]) -> Dictionary:
 
 
 def _bind(files: list, avps: dict, commands: dict) -> Dictionary:
-    """Give every grammar its tables. Grouped AVPs may nest each other (even
-    recursively), so AvpDefs are rebuilt in two steps: first each grouped AVP's
-    grammar table is bound to provisional defs, then the provisional defs are
-    swapped for the final ones in place, so every table holds final objects."""
-    final = {k: (attrs.evolve(a, grammar=_finish_grammar(a.grammar, avps)) if a.grammar else a)
-             for k, a in avps.items()}
-    for a in final.values():
-        if a.grammar is not None:
-            _rebind(a.grammar, final)
-    cmds = {}
-    for k, c in commands.items():
-        g = _finish_grammar(c.grammar, final)
-        _rebind(g, final)
-        cmds[k] = attrs.evolve(c, grammar=g)
-    return Dictionary.build(files, final, cmds)
-
-
-def _rebind(g: Grammar, final: dict) -> None:
-    table = g.table
-    for k, (limit, d) in list(table.items()):
-        table[k] = (limit, final[d.key])
-    object.__setattr__(g, "required", tuple((k, m, final[d.key]) for k, m, d in g.required))
+    """Fill every grammar's checker tables with the final AvpDefs, once every
+    file and @redefine is applied (grouped AVPs may nest each other, even
+    recursively). The grammars are frozen, but their `table` and `required`
+    are containers made empty by `_resolve` and filled here, in place."""
+    big = 1 << 62
+    grammars = [a.grammar for a in avps.values() if a.grammar is not None]
+    grammars += [c.grammar for c in commands.values()]
+    for g in grammars:
+        for r in g.rules:
+            d = avps[r.key]
+            g.table[int_key(*r.key)] = (big if r.max == UNBOUNDED else r.max, d)
+            if r.min > 0:
+                g.required.append((int_key(*r.key), r.min, d))
+    return Dictionary.build(files, avps, commands)
 
 
 def _resolve(d: _Def, by_name: dict[str, AvpDef], visible: set[str], owner: dict[str, str]) -> Grammar:
@@ -380,15 +372,6 @@ def _resolve(d: _Def, by_name: dict[str, AvpDef], visible: set[str], owner: dict
             raise _fail(where, f"{d.name} names {name} of {owner[name]}, which this file does not inherit")
         rules.append(Rule(name, kind, lo, hi, a.key))
     return Grammar(tuple(rules), allows_any, {r.key: r for r in rules}, any_min, any_max)
-
-
-def _finish_grammar(g: Grammar, avps: dict) -> Grammar:
-    """Bind the checker's tables to the final AvpDefs (after every file and
-    @redefine is applied, so a grammar sees redefined grouped AVPs)."""
-    big = 1 << 62
-    table = {int_key(*r.key): (big if r.max == UNBOUNDED else r.max, avps[r.key]) for r in g.rules}
-    required = tuple((int_key(*r.key), r.min, avps[r.key]) for r in g.rules if r.min > 0)
-    return attrs.evolve(g, table=table, required=required)
 
 
 def _grouped_header(d: _Def, by_name: dict[str, AvpDef]) -> AvpDef:
