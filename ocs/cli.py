@@ -1,4 +1,4 @@
-"""`ocs` command line: serve, dict check, dict dump, decode."""
+"""`ocs` command line: serve, demo, accounts, dict check, dict dump, decode."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .config import ConfigError, load_config, override
 from .diameter.dictionary import UNBOUNDED, Dictionary
 from .diameter.dictload import load_directory
 from .diameter.errors import DictionaryError
+from .store.base import StoreError
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -33,6 +34,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dictionaries", help="folder of *.dict files")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     s.add_argument("--log-format", choices=["text", "json"])
+    s.add_argument("--store", help="LMDB folder of the balance cache (default var/ocs.lmdb)")
+    s.add_argument("--durability", choices=["fsync", "os"], help="commit durability (default fsync)")
+
+    from . import admin
+    admin.add_parser(sub)
+
+    m = sub.add_parser("demo", help="load the demo data, serve, and charge a demo session")
+    m.add_argument("--config", help="TOML configuration file (flags override it)")
+    m.add_argument("--listen", type=_listen, help="HOST:PORT to listen on (default 127.0.0.1:3868)")
+    m.add_argument("--store", help="LMDB folder (default var/ocs.lmdb)")
+    m.add_argument("--once", action="store_true", help="stop after the demo session")
 
     d = sub.add_parser("dict", help="check or dump the Diameter dictionaries")
     d.add_argument("action", choices=["check", "dump"])
@@ -62,10 +74,22 @@ def _run(args) -> int:
             return _serve(args)
         if args.command == "dict":
             return _dict(args)
+        if args.command == "accounts":
+            from . import admin
+            config = load_config(args.config)
+            config = override(config, "store", path=args.store)
+            return admin.run(args, config)
+        if args.command == "demo":
+            from .demo import run as demo
+            config = load_config(args.config)
+            config = override(config, "store", path=args.store)
+            host, port = args.listen or ("127.0.0.1", 3868)
+            config = override(config, "listen", address=host, port=port)
+            return demo(config, once=args.once)
         if args.command == "decode":
             from .decode import run
             return run(args.input, load_directory(args.dir), args.port)
-    except (ConfigError, DictionaryError) as e:
+    except (ConfigError, DictionaryError, StoreError) as e:
         print(f"ocs: {e}", file=sys.stderr)
         return 2
     return 1
@@ -79,6 +103,7 @@ def _serve(args) -> int:
     config = override(config, "node", origin_host=args.origin_host, origin_realm=args.origin_realm)
     config = override(config, "diameter", dictionaries=args.dictionaries)
     config = override(config, "log", level=args.log_level, format=args.log_format)
+    config = override(config, "store", path=args.store, durability=args.durability)
     setup_logging(config.log.level, config.log.format)
     try:
         asyncio.run(serve(config))       # refuses to start on a bad dictionary (DictionaryError)

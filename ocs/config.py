@@ -58,6 +58,33 @@ class DiameterConfig:
 
 
 @attrs.frozen
+class StoreConfig:
+    path: str = "var/ocs.lmdb"
+    """Folder of the LMDB environment (the balance cache), shared by every process on the host."""
+    map_size: int = 4 << 30
+    """Largest size the environment may grow to, in octets (LMDB map size)."""
+    durability: str = "fsync"
+    """fsync: every group commit is on disk before its answers go out (survives power loss);
+    os: commits reach the OS page cache (survive a crash of the process, not of the host)."""
+    max_batch: int = 512
+    """Most requests in one group-commit write transaction."""
+    sync_interval: float = 1.0
+    """With durability "os": seconds between background flushes to disk."""
+
+
+@attrs.frozen
+class ChargingConfig:
+    validity_time: int = 600
+    """Validity-Time in seconds for grants whose tariff sets none (RFC 4006 §8.33)."""
+    tcc_factor: int = 2
+    """Tcc, the server's session supervision timer, is this many Validity-Times (RFC 8506 §13)."""
+    answer_retention: int = 120
+    """Seconds the answer of a finished session or event is kept for duplicate requests."""
+    sweep_interval: float = 1.0
+    """Seconds between runs of the sweeper that releases expired sessions (Tcc)."""
+
+
+@attrs.frozen
 class LogConfig:
     level: str = "info"
     """debug, info, warning or error."""
@@ -70,10 +97,13 @@ class Config:
     node: NodeConfig = NodeConfig()
     listen: ListenConfig = ListenConfig()
     diameter: DiameterConfig = DiameterConfig()
+    store: StoreConfig = StoreConfig()
+    charging: ChargingConfig = ChargingConfig()
     log: LogConfig = LogConfig()
 
 
-_SECTIONS = {"node": NodeConfig, "listen": ListenConfig, "diameter": DiameterConfig, "log": LogConfig}
+_SECTIONS = {"node": NodeConfig, "listen": ListenConfig, "diameter": DiameterConfig,
+             "store": StoreConfig, "charging": ChargingConfig, "log": LogConfig}
 
 
 class ConfigError(Exception):
@@ -124,6 +154,15 @@ _RULES = {
     ("diameter", "duplicate_lifetime"): (_number(0), "seconds, 0 or more"),
     ("diameter", "allowed_peers"): (lambda v: v is None or _is_strs(v), "a list of Origin-Host strings"),
     ("diameter", "dictionaries"): (lambda v: v is None or _is_str(v), "a folder path string"),
+    ("store", "path"): (lambda v: _is_str(v) and v != "", "a folder path string"),
+    ("store", "map_size"): (_number(1 << 20, 1 << 44, True), "octets, 1 MiB..16 TiB"),
+    ("store", "durability"): (lambda v: v in ("fsync", "os"), "fsync or os"),
+    ("store", "max_batch"): (_number(1, 100000, True), "an integer 1..100000"),
+    ("store", "sync_interval"): (_number(0.001), "seconds above 0"),
+    ("charging", "validity_time"): (_number(1, 2**32 - 1, True), "seconds, 1 or more"),
+    ("charging", "tcc_factor"): (_number(1, 100, True), "an integer 1..100"),
+    ("charging", "answer_retention"): (_number(0, None, True), "seconds, 0 or more"),
+    ("charging", "sweep_interval"): (_number(0.01), "seconds, at least 0.01"),
     ("log", "level"): (lambda v: v in ("debug", "info", "warning", "error"), "debug, info, warning or error"),
     ("log", "format"): (lambda v: v in ("text", "json"), "text or json"),
 }

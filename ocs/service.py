@@ -20,9 +20,14 @@ from .diameter.capabilities import LocalPeer
 from .diameter.dictionary import Dictionary
 from .diameter.dictload import load_directory
 from .diameter.duplicates import DuplicateCache
+from .charging.ledger import Ledger
+from .charging.quota import EngineConfig
 from .net.application import HandlerRegistry
 from .net.connection import NodeContext
+from .net.credit_control import (CREDIT_CONTROL_APPLICATION, CREDIT_CONTROL_COMMAND, AsyncStore,
+                                 CreditControlHandler, Sweeper)
 from .net.server import DiameterServer
+from .store.lmdb import LmdbStore
 
 log = logging.getLogger("ocs")
 
@@ -73,14 +78,44 @@ def node_context(config: Config, dictionary: Dictionary | None = None) -> NodeCo
         max_message_length=d.max_message_length)
 
 
+def open_store(config: Config, readonly: bool = False) -> LmdbStore:
+    s = config.store
+    return LmdbStore(s.path, map_size=s.map_size, durability=s.durability, max_batch=s.max_batch,
+                     sync_interval=s.sync_interval, readonly=readonly)
+
+
+def ledger(config: Config) -> Ledger:
+    c = config.charging
+    return Ledger(EngineConfig(c.validity_time, c.tcc_factor), c.answer_retention)
+
+
 async def serve(config: Config, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, store: LmdbStore | None = None) -> None:
+    """Run the node until SIGTERM/SIGINT or `stop`. With `store` given, the caller
+    owns it (and closes it); otherwise the node opens and closes its own."""
     node = node_context(config)
     log.info("dictionaries: %s", node.dictionary.summary())
-    handlers = node.registry.keys()
-    log.info("handlers: %s", handlers or "none (every application request is answered 3001)")
+    loop = asyncio.get_running_loop()
+    own = store is None
+    store = open_store(config) if own else store
+    try:
+        await _serve(config, node, store, ready, stop)
+    finally:
+        if own:
+            await loop.run_in_executor(None, store.close)
+
+
+async def _serve(config: Config, node: NodeContext, store: LmdbStore, ready, stop) -> None:
+    log.info("store: %s (durability %s)", config.store.path, config.store.durability)
+    astore = AsyncStore(store, asyncio.get_running_loop())
+    books = ledger(config)
+    node.registry.register(CREDIT_CONTROL_APPLICATION, CREDIT_CONTROL_COMMAND, CreditControlHandler(
+        astore, books, node.local.origin_host, node.local.origin_realm))
+    log.info("handlers: %s", node.registry.keys())
+    sweeper = Sweeper(astore, books, config.charging.sweep_interval)
     server = DiameterServer(node)
     await server.start(config.listen.address, config.listen.port)
+    sweeper.start()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -94,5 +129,6 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
         ready.set()
     await stop.wait()
     log.info("stopping: sending DPR to %d peer(s)", len(server.connections))
+    await sweeper.stop()
     await server.stop()
     log.info("stopped")

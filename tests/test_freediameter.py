@@ -72,7 +72,8 @@ def test_freediameter_peer(tmp_path):
     config.write_text("[diameter]\ntw = 6\n")          # our watchdog too, at the RFC minimum
     node = subprocess.Popen(
         [sys.executable, "-m", "ocs", "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-         "--origin-host", "ocs.example.net", "--origin-realm", "example.net"],
+         "--origin-host", "ocs.example.net", "--origin-realm", "example.net",
+         "--store", str(tmp_path / "store")],
         cwd=REPO, stdout=node_log, stderr=subprocess.STDOUT)
     fd_log = open(tmp_path / "fd.log", "w+")
     fd = None

@@ -1,0 +1,82 @@
+"""The credit-control engine (RFC 4006/8506 server side), pure.
+
+`decide(request, account, plan, balance, session, now, config)` returns a
+Decision and updates the balance and session objects it was given; the ledger
+loaded them in a write transaction and stores them back with the decision's
+rated events. Same inputs, same decision: no clock, no I/O, no randomness.
+
+Server state machine (RFC 8506 Table 6):
+  Idle  CCR-I processed OK     -> CCA-I, reserve units, start Tcc    -> Open
+  Idle  CCR-I not processed OK -> CCA-I with Result-Code != 2001     -> Idle
+  Idle  CCR-E                  -> CCA-E (see events.py)              -> Idle
+  Open  CCR-U processed OK     -> debit used, reserve new, restart Tcc -> Open
+  Open  CCR-U not processed OK -> debit used units                   -> Idle
+  Open  CCR-T                  -> debit used units, stop Tcc         -> Idle
+  Open  Tcc expired            -> release reserved units (ledger)    -> Idle
+Per service (MSCC): debit Used-Service-Unit first (even beyond the grant:
+whatever the balance cannot cover is recorded as unpaid), release the old
+reservation, then grant min(requested or default quota, what the balance
+affords). A grant smaller than asked, or one that leaves nothing for another
+unit, carries Final-Unit-Indication; nothing affordable is MSCC 4012.
+"""
+
+from __future__ import annotations
+
+from .model import CLOSED, SUSPENDED, Account, Balance, Plan, Session
+from .events import decide_event
+from .quota import EngineConfig, Run
+from .requests import CreditRequest, Decision, RequestType, Result
+
+
+def decide(req: CreditRequest, account: Account | None, plan: Plan | None, balance: Balance | None,
+           session: Session | None, now: int, config: EngineConfig = EngineConfig()) -> Decision:
+    if req.request_type == RequestType.EVENT:
+        return decide_event(req, account, plan, balance, now, config)
+    if req.request_type != RequestType.INITIAL and session is None:
+        return Decision.error(Result.UNKNOWN_SESSION_ID, "no open credit-control session")
+    if req.request_type == RequestType.INITIAL and session is not None:
+        return Decision.error(Result.INVALID_AVP_VALUE, "CCR-INITIAL for a session that is open",
+                              ("CC-Request-Number", req.number))
+    if account is None or account.status == CLOSED or plan is None or balance is None:
+        d = Decision.error(Result.USER_UNKNOWN, "no active account for the subscriber")
+        d.session_closed = session is not None
+        return d
+    if req.context not in plan.contexts():
+        return Decision.error(Result.RATING_FAILED, f"no tariff for {req.context}",
+                              ("Service-Context-Id", req.context))
+    if session is None:
+        if account.status == SUSPENDED:
+            return Decision.error(Result.END_USER_SERVICE_DENIED, "account suspended")
+        session = Session(req.session_id, account.id, req.identities[0] if req.identities else "",
+                          req.context, req.number, now, now, now)
+    run = Run(req, account, plan, balance, session, now, config)
+    previous = session.updated_at
+    terminating = req.request_type == RequestType.TERMINATION
+    denied = account.status == SUSPENDED and not terminating
+    results = [run.serve(svc, not (terminating or denied), previous) for svc in req.services]
+    d = Decision(services=results, multiple_services=req.multiple_services, events=run.events,
+                 currency=account.currency)
+    if terminating or denied:
+        for r in results:
+            r.validity_time = None          # the session ends: nothing to supervise
+        run.release_all()
+        d.session_closed = True
+        if denied:
+            d.result_code, d.message = Result.END_USER_SERVICE_DENIED, "account suspended"
+    session.number, session.updated_at = req.number, now
+    validity = [r.validity_time for r in results if r.validity_time]
+    session.expires_at = now + config.tcc_factor * max(validity or [config.validity_time])
+    failed = [r for r in results if r.result_code == Result.RATING_FAILED]
+    if results and len(failed) == len(results):
+        r = failed[0]
+        d.result_code, d.message = Result.RATING_FAILED, "no tariff for the rating group"
+        d.failed_avp = ("Rating-Group", r.rating_group) if r.rating_group is not None else (
+            ("Service-Identifier", r.service_id) if r.service_id is not None
+            else ("Service-Context-Id", req.context))
+    elif not req.multiple_services and results and results[0].result_code != Result.SUCCESS:
+        d.result_code = results[0].result_code
+    if d.result_code != Result.SUCCESS and req.request_type == RequestType.INITIAL:
+        run.release_all()
+        d.session_closed = True
+    d.session = None if d.session_closed else session
+    return d
