@@ -10,7 +10,7 @@ from __future__ import annotations
 import attrs
 
 from . import balance as bal
-from .model import Account, Balance, Plan, ServiceState, Session, Tariff
+from .model import Account, Balance, Plan, ServiceState, Session, Tariff, service_key
 from .rating import affordable, cost, rate_description
 from .requests import CreditRequest, Result, ServiceResult, ServiceRequest, quantity
 from .units import UNIT_SPELLING, UnitType, ceil_div, currency
@@ -108,20 +108,24 @@ class Run:
     # -- grant ----------------------------------------------------------------
     def affordable_units(self, q: ServiceState, tariff: Tariff, wanted: int) -> tuple[int, int, int]:
         """(free, from allowances, bought with money) units toward `wanted`."""
-        if tariff.unit == UnitType.MONEY:
-            return 0, 0, min(wanted, bal.free_money(self.balance, self.account.credit_limit, self.now))
-        free = max(0, min(wanted, tariff.free_units - q.used))
-        allow = min(wanted - free, bal.free_units(self.balance, UNIT_SPELLING[tariff.unit],
-                                                  q.rating_group, self.now))
+        return self._afford(q, tariff, wanted)[:3]
+
+    def _afford(self, q: ServiceState, tariff: Tariff, wanted: int) -> tuple[int, int, int, int, int]:
+        """As affordable_units, plus the money and allowance units available."""
         money = bal.free_money(self.balance, self.account.credit_limit, self.now)
+        if tariff.unit == UnitType.MONEY:
+            return 0, 0, min(wanted, money), money, 0
+        free = max(0, min(wanted, tariff.free_units - q.used))
+        units = bal.free_units(self.balance, UNIT_SPELLING[tariff.unit], q.rating_group, self.now)
+        allow = min(wanted - free, units)
         bought = affordable(tariff, self.plan, money, wanted - free - allow, q.used + free + allow,
                             self.now)
-        return free, allow, bought
+        return free, allow, bought, money, units
 
     def grant(self, svc: ServiceRequest, q: ServiceState, tariff: Tariff) -> ServiceResult:
         asked = quantity(svc.requested or {}, tariff.unit)
         wanted = asked if asked else max(tariff.default_quota, 1)
-        free, allow, bought = self.affordable_units(q, tariff, wanted)
+        free, allow, bought, money, units = self._afford(q, tariff, wanted)
         granted = free + allow + bought
         res = ServiceResult(q.rating_group, q.service_id)
         if granted <= 0:
@@ -133,13 +137,21 @@ class Run:
         if allow:
             impacts += bal.reserve_units(self.balance, UNIT_SPELLING[tariff.unit], q.rating_group,
                                          allow, self.now)
-        price = bought if tariff.unit == UnitType.MONEY else cost(
-            tariff, self.plan, bought, q.used + free + allow, self.now)
+        position = q.used + free + allow
+        price = bought if tariff.unit == UnitType.MONEY else cost(tariff, self.plan, bought, position,
+                                                                  self.now)
         if price:
             impacts += bal.reserve_money(self.balance, price, self.account.credit_limit, self.now)
         q.granted, q.impacts = granted, impacts
-        more = self.affordable_units(q, tariff, 1)
-        q.final = granted < wanted or sum(more) == 0
+        # final units: less than wanted, or nothing left for one more unit after this grant
+        if granted < wanted:
+            q.final = True
+        elif tariff.unit == UnitType.MONEY:
+            q.final = money - price <= 0
+        else:
+            after = q.used + granted
+            q.final = not (units - allow > 0 or tariff.free_units > after
+                           or cost(tariff, self.plan, 1, after, self.now) <= money - price)
         res.granted = {tariff.unit: granted}
         res.validity_time = tariff.validity_time or self.config.validity_time
         if q.final:
@@ -155,7 +167,7 @@ class Run:
         tariff = self.plan.tariff(self.req.context, svc.rating_group, svc.service_id)
         if tariff is None:
             return ServiceResult(svc.rating_group, svc.service_id, Result.RATING_FAILED)
-        key = ServiceState(svc.rating_group, svc.service_id, tariff.unit).key
+        key = service_key(svc.rating_group, svc.service_id)
         q = s.services.get(key)
         if q is None:
             q = s.services[key] = ServiceState(svc.rating_group, svc.service_id, tariff.unit)

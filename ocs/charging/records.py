@@ -8,15 +8,17 @@ they are decoded, which is also how provisioning checks them.
 
 from __future__ import annotations
 
-import json
+import orjson
 
 from .model import (ACCOUNT_STATUSES, MONEY, Account, Balance, Band, Bucket, FinalUnit, Plan,
                     ServiceState, Session, Tariff, Tier)
 from .units import UNIT_NAMES, UNIT_SPELLING, UnitType, currency, unit_type
 
 VERSION = 1
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_loads = json.loads
+# orjson: the same JSON, 6-10x faster than the stdlib both ways; records are read
+# and written several times per CCR inside the group-commit transaction
+_dumps = orjson.dumps
+_loads = orjson.loads
 
 
 class RecordError(ValueError):
@@ -24,7 +26,10 @@ class RecordError(ValueError):
 
 
 def _load(raw: bytes, kind: str) -> dict:
-    d = _loads(raw)
+    try:
+        d = _loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise RecordError(f"{kind} record is not JSON: {e}") from None
     if d.get("v") != VERSION:
         raise RecordError(f"{kind} record version {d.get('v')!r} is not supported (expected {VERSION})")
     return d
@@ -35,7 +40,7 @@ def _load(raw: bytes, kind: str) -> dict:
 def encode_account(a: Account) -> bytes:
     return _dumps({"v": VERSION, "id": a.id, "plan": a.plan_id, "currency": a.currency,
                    "status": a.status, "credit_limit": a.credit_limit,
-                   "identities": list(a.identities), "name": a.name}).encode()
+                   "identities": list(a.identities), "name": a.name})
 
 
 def decode_account(raw: bytes) -> Account:
@@ -57,7 +62,7 @@ def check_account(a: Account) -> None:
 def encode_balance(b: Balance) -> bytes:
     return _dumps({"v": VERSION, "account": b.account_id, "buckets": [
         [k.id, k.kind, k.amount, k.reserved, k.priority, k.expires,
-         None if k.rating_groups is None else list(k.rating_groups)] for k in b.buckets]}).encode()
+         None if k.rating_groups is None else list(k.rating_groups)] for k in b.buckets]})
 
 
 def decode_balance(raw: bytes) -> Balance:
@@ -83,7 +88,7 @@ def encode_session(s: Session) -> bytes:
                    "updated": s.updated_at, "expires": s.expires_at, "services": [
                        [q.rating_group, q.service_id, int(q.unit), q.granted, q.impacts, q.final,
                         q.used, q.charged, q.energy_at, q.stopped_at, q.idle_minutes]
-                       for q in s.services.values()]}).encode()
+                       for q in s.services.values()]})
 
 
 def decode_session(raw: bytes) -> Session:
@@ -189,7 +194,7 @@ def plan_to_dict(p: Plan) -> dict:
 
 
 def encode_plan(p: Plan) -> bytes:
-    return _dumps({"v": VERSION, **plan_to_dict(p)}).encode()
+    return _dumps({"v": VERSION, **plan_to_dict(p)})
 
 
 _plan_cache: dict[bytes, Plan] = {}
@@ -209,7 +214,7 @@ def decode_plan(raw: bytes) -> Plan:
 
 
 def encode_event(e: dict) -> bytes:
-    return _dumps({"v": VERSION, **e}).encode()
+    return _dumps({"v": VERSION, **e})
 
 
 def decode_event(raw: bytes) -> dict:
