@@ -22,10 +22,21 @@ unit, carries Final-Unit-Indication; nothing affordable is MSCC 4012.
 
 from __future__ import annotations
 
-from .model import CLOSED, SUSPENDED, Account, Balance, Plan, Session
+from .model import ACTIVE, CLOSED, SUSPENDED, Account, Balance, Plan, Session, service_key
 from .events import decide_event
 from .quota import EngineConfig, Run
-from .requests import CreditRequest, Decision, RequestType, Result
+from .requests import CreditRequest, Decision, RequestType, Result, ServiceResult
+
+
+def _end(session: Session | None, account: Account | None, plan: Plan | None,
+         balance: Balance | None, req: CreditRequest, now: int, config: EngineConfig,
+         d: Decision) -> Decision:
+    """A refused CCR-U/T on an open session: its reservations go back and it
+    closes (Open -> Idle, "not processed OK"); nothing is stranded."""
+    if session is not None and balance is not None and account is not None and plan is not None:
+        Run(req, account, plan, balance, session, now, config).release_all()
+    d.session_closed = session is not None
+    return d
 
 
 def decide(req: CreditRequest, account: Account | None, plan: Plan | None, balance: Balance | None,
@@ -35,16 +46,19 @@ def decide(req: CreditRequest, account: Account | None, plan: Plan | None, balan
     if req.request_type != RequestType.INITIAL and session is None:
         return Decision.error(Result.UNKNOWN_SESSION_ID, "no open credit-control session")
     if req.request_type == RequestType.INITIAL and session is not None:
-        return Decision.error(Result.INVALID_AVP_VALUE, "CCR-INITIAL for a session that is open",
-                              ("CC-Request-Number", req.number))
-    if account is None or account.status == CLOSED or plan is None or balance is None:
-        d = Decision.error(Result.USER_UNKNOWN, "no active account for the subscriber")
-        d.session_closed = session is not None
+        d = Decision.error(Result.INVALID_AVP_VALUE, "CCR-INITIAL for a session that is open",
+                           ("CC-Request-Number", req.number))
+        d.session = session                 # the open session is left as it was
         return d
+    if account is None or plan is None or balance is None:
+        return _end(session, account, plan, balance, req, now, config, Decision.error(
+            Result.USER_UNKNOWN, "no account for the subscriber"))
     if req.context not in plan.contexts():
-        return Decision.error(Result.RATING_FAILED, f"no tariff for {req.context}",
-                              ("Service-Context-Id", req.context))
+        return _end(session, account, plan, balance, req, now, config, Decision.error(
+            Result.RATING_FAILED, f"no tariff for {req.context}", ("Service-Context-Id", req.context)))
     if session is None:
+        if account.status == CLOSED:
+            return Decision.error(Result.USER_UNKNOWN, "account closed")
         if account.status == SUSPENDED:
             return Decision.error(Result.END_USER_SERVICE_DENIED, "account suspended")
         session = Session(req.session_id, account.id, req.identities[0] if req.identities else "",
@@ -52,31 +66,43 @@ def decide(req: CreditRequest, account: Account | None, plan: Plan | None, balan
     run = Run(req, account, plan, balance, session, now, config)
     previous = session.updated_at
     terminating = req.request_type == RequestType.TERMINATION
-    denied = account.status == SUSPENDED and not terminating
-    results = [run.serve(svc, not (terminating or denied), previous) for svc in req.services]
+    denied = account.status != ACTIVE and not terminating
+    if terminating:
+        # every reservation goes back before the final usage is charged, so usage
+        # on one rating group can use what another one held
+        run.release_all()
+    seen: set = set()
+    results = []
+    for svc in req.services:
+        key = service_key(svc.rating_group, svc.service_id)
+        if key in seen:                     # (context, RG/SI) is unique per request (§5.1.2)
+            results.append(ServiceResult(svc.rating_group, svc.service_id, Result.INVALID_AVP_VALUE))
+            continue
+        seen.add(key)
+        results.append(run.serve(svc, not (terminating or denied), previous))
     d = Decision(services=results, multiple_services=req.multiple_services, events=run.events,
                  currency=account.currency)
-    if terminating or denied:
+    if denied:
+        d.result_code = Result.USER_UNKNOWN if account.status == CLOSED else Result.END_USER_SERVICE_DENIED
+        d.message = f"account {account.status}"
+    else:
+        failed = [r for r in results if r.result_code == Result.RATING_FAILED]
+        if results and len(failed) == len(results):
+            r = failed[0]
+            d.result_code, d.message = Result.RATING_FAILED, "no tariff for the rating group"
+            d.failed_avp = ("Rating-Group", r.rating_group) if r.rating_group is not None else (
+                ("Service-Identifier", r.service_id) if r.service_id is not None
+                else ("Service-Context-Id", req.context))
+        elif not req.multiple_services and results and results[0].result_code != Result.SUCCESS:
+            d.result_code = results[0].result_code
+    if terminating or d.result_code != Result.SUCCESS:
+        # CCR-T, or a CCR-I/U not processed OK: debit done, release, Idle (Table 6)
         for r in results:
-            r.validity_time = None          # the session ends: nothing to supervise
+            r.validity_time = None
         run.release_all()
         d.session_closed = True
-        if denied:
-            d.result_code, d.message = Result.END_USER_SERVICE_DENIED, "account suspended"
     session.number, session.updated_at = req.number, now
     validity = [r.validity_time for r in results if r.validity_time]
     session.expires_at = now + config.tcc_factor * max(validity or [config.validity_time])
-    failed = [r for r in results if r.result_code == Result.RATING_FAILED]
-    if results and len(failed) == len(results):
-        r = failed[0]
-        d.result_code, d.message = Result.RATING_FAILED, "no tariff for the rating group"
-        d.failed_avp = ("Rating-Group", r.rating_group) if r.rating_group is not None else (
-            ("Service-Identifier", r.service_id) if r.service_id is not None
-            else ("Service-Context-Id", req.context))
-    elif not req.multiple_services and results and results[0].result_code != Result.SUCCESS:
-        d.result_code = results[0].result_code
-    if d.result_code != Result.SUCCESS and req.request_type == RequestType.INITIAL:
-        run.release_all()
-        d.session_closed = True
     d.session = None if d.session_closed else session
     return d

@@ -36,6 +36,7 @@ def decide_event(req: CreditRequest, account: Account | None, plan: Plan | None,
         return Decision.error(Result.END_USER_SERVICE_DENIED, "account suspended")
     run = Run(req, account, plan, balance, None, now, config)
     at = req.event_time if req.event_time is not None else now
+    run.rate_at = at
     d = Decision(multiple_services=req.multiple_services, currency=account.currency)
     total_cost = 0
     enough = True

@@ -45,6 +45,7 @@ class Run:
         self.req, self.account, self.plan, self.balance = req, account, plan, balance
         self.session, self.now, self.config = session, now, config
         self.events: list = []
+        self.rate_at = now           # when units are priced (events: their Event-Timestamp)
         self.identity = session.identity if session else (req.identities[0] if req.identities else "")
 
     # -- rated events ---------------------------------------------------------
@@ -57,7 +58,8 @@ class Run:
             "rating_group": q.rating_group if q else None, "service_id": q.service_id if q else None,
             "start": self.now if start is None else start, "end": self.now,
             "units": {UNIT_SPELLING[u]: n for u, n in units.items()}, "plan": self.plan.id,
-            "rate": rate_description(tariff, self.plan, self.now) if tariff else None,
+            "rate": rate_description(tariff, self.plan, self.now if start is None else start)
+            if tariff else None,
             "amount": amount, "currency": self.account.currency, "impacts": impacts,
             "unpaid": unpaid, "balance_after": bal.summary(self.balance, self.now)})
 
@@ -119,7 +121,7 @@ class Run:
         units = bal.free_units(self.balance, UNIT_SPELLING[tariff.unit], q.rating_group, self.now)
         allow = min(wanted - free, units)
         bought = affordable(tariff, self.plan, money, wanted - free - allow, q.used + free + allow,
-                            self.now)
+                            self.rate_at)
         return free, allow, bought, money, units
 
     def grant(self, svc: ServiceRequest, q: ServiceState, tariff: Tariff) -> ServiceResult:
@@ -132,6 +134,10 @@ class Run:
             q.final = True
             res.result_code = Result.CREDIT_LIMIT_REACHED
             res.final_unit = tariff.final_unit
+            if tariff.final_unit.action != "terminate":
+                # RFC 8506 §5.6.3: FUI with Validity-Time and no grant: the client
+                # redirects/restricts at once and asks again when it expires
+                res.validity_time = tariff.restricted_validity_time
             return res
         impacts = []
         if allow:
@@ -139,7 +145,7 @@ class Run:
                                          allow, self.now)
         position = q.used + free + allow
         price = bought if tariff.unit == UnitType.MONEY else cost(tariff, self.plan, bought, position,
-                                                                  self.now)
+                                                                  self.rate_at)
         if price:
             impacts += bal.reserve_money(self.balance, price, self.account.credit_limit, self.now)
         q.granted, q.impacts = granted, impacts
@@ -151,7 +157,7 @@ class Run:
         else:
             after = q.used + granted
             q.final = not (units - allow > 0 or tariff.free_units > after
-                           or cost(tariff, self.plan, 1, after, self.now) <= money - price)
+                           or cost(tariff, self.plan, 1, after, self.rate_at) <= money - price)
         res.granted = {tariff.unit: granted}
         res.validity_time = tariff.validity_time or self.config.validity_time
         if q.final:
@@ -176,11 +182,14 @@ class Run:
         used = quantity(units_in_minor(svc.used, self.account), tariff.unit) or 0
         self.charge(q, tariff, used, "usage", previous_report)
         self.idle_fee(q, tariff, used, previous_report)
-        if may_grant and svc.requested is not None:
-            svc.requested = units_in_minor(svc.requested, self.account)
+        restricted = q.final and tariff.final_unit.action != "terminate"
+        if may_grant and (svc.requested is not None or (restricted and not svc.used)):
+            # RFC 8506 §5.6.2: when the restricted Validity-Time runs out the client
+            # sends a CCR-U without USU, and the server must try to reserve again
+            svc.requested = units_in_minor(svc.requested, self.account) or {}
             return self.grant(svc, q, tariff)
         res = ServiceResult(q.rating_group, q.service_id)
-        if q.final and tariff.final_unit.action != "terminate":
+        if restricted:
             # RFC 8506 §5.6.2: final units used under REDIRECT/RESTRICT: debit, no new
             # reservation, Validity-Time says how long the restricted access lasts
             res.validity_time = tariff.restricted_validity_time
