@@ -62,7 +62,7 @@ def decide(req: CreditRequest, account: Account | None, plan: Plan | None, balan
         if account.status == SUSPENDED:
             return Decision.error(Result.END_USER_SERVICE_DENIED, "account suspended")
         session = Session(req.session_id, account.id, req.identities[0] if req.identities else "",
-                          req.context, req.number, now, now, now)
+                          req.context, req.number, now, now, now, recent=[])
     run = Run(req, account, plan, balance, session, now, config)
     previous = session.updated_at
     terminating = req.request_type == RequestType.TERMINATION
@@ -94,14 +94,20 @@ def decide(req: CreditRequest, account: Account | None, plan: Plan | None, balan
                 ("Service-Identifier", r.service_id) if r.service_id is not None
                 else ("Service-Context-Id", req.context))
         elif not req.multiple_services and results and results[0].result_code != Result.SUCCESS:
-            d.result_code = results[0].result_code
+            first = results[0]
+            if not (first.result_code == Result.CREDIT_LIMIT_REACHED and first.final_unit is not None
+                    and first.final_unit.action != "terminate"):
+                d.result_code = first.result_code
+            # else: no grant, FUI REDIRECT/RESTRICT with Validity-Time, session kept open
+            # (RFC 8506 §5.6.3): the client restricts and asks again later
     if terminating or d.result_code != Result.SUCCESS:
         # CCR-T, or a CCR-I/U not processed OK: debit done, release, Idle (Table 6)
         for r in results:
             r.validity_time = None
         run.release_all()
         d.session_closed = True
-    session.number, session.updated_at = req.number, now
+    session.processed(req.number)
+    session.updated_at = max(session.updated_at, now)
     validity = [r.validity_time for r in results if r.validity_time]
     session.expires_at = now + config.tcc_factor * max(validity or [config.validity_time])
     d.session = None if d.session_closed else session

@@ -16,7 +16,9 @@ CC-Request-Number + the encoded answer; expiry by 8-octet big-endian second
 
 CC-level duplicates (RFC 8506 §5.1): a request whose (Session-Id,
 CC-Request-Number) equals the last one answered gets that answer again and
-changes nothing.
+changes nothing. CCR-Us may arrive out of order (several in flight, one per
+rating group): a number not yet processed is processed whatever its order; a
+late copy of an older processed one is refused with 5004, its effect kept.
 """
 
 from __future__ import annotations
@@ -91,9 +93,12 @@ class Ledger:
             d = Decision.error(Result.INVALID_AVP_VALUE, "Session-Id already used",
                                ("CC-Request-Number", req.number))
             return render(d), d
-        elif session is not None and req.number <= session.number:
+        elif session is not None and (req.number in session.recent
+                                      or req.number < session.number - session.RECENT):
+            # a late copy of a request processed before the last one: its effect is
+            # in, but only the last answer is kept, so it cannot be repeated
             d = Decision.error(Result.INVALID_AVP_VALUE,
-                               f"CC-Request-Number {req.number} after {session.number}",
+                               f"CC-Request-Number {req.number} was already processed",
                                ("CC-Request-Number", req.number))
             return render(d), d
         account_id = session.account_id if session else self.lookup_account(txn, req.identities)
@@ -106,12 +111,13 @@ class Ledger:
             plan = decode_plan(raw) if raw is not None else None
             raw = txn.get("balances", account.id.encode())
             balance = decode_balance(raw) if raw is not None else None
+        old_expiry = session.expires_at if session is not None else None
         d = decide(req, account, plan, balance, session, now, self.config)
         if balance is not None and (d.events or d.session is not None or d.session_closed):
             bal.prune(balance, now)
             txn.put("balances", account.id.encode(), encode_balance(balance))
-        if session is not None:
-            txn.delete("expiry", expiry_key(session.expires_at, b"s", req.session_id))
+        if old_expiry is not None:
+            txn.delete("expiry", expiry_key(old_expiry, b"s", req.session_id))
         new: Session | None = d.session
         if new is not None:
             txn.put("sessions", sid, encode_session(new))

@@ -24,10 +24,6 @@ from .requests import CreditRequest, Decision, RequestType, Result, ServiceReque
 from .units import UNIT_AVPS, UnitType, currency
 
 AUTH_APPLICATION_ID = 4
-_UNIT_FIELDS = [(avp, unit) for unit, avp in UNIT_AVPS.items() if unit != UnitType.MONEY]
-_EXTENSION_KINDS = {"Subscription-Id-E164": "e164", "Subscription-Id-IMSI": "imsi",
-                    "Subscription-Id-SIP-URI": "sip", "Subscription-Id-NAI": "nai",
-                    "Subscription-Id-Private": "private"}
 _FUI_ACTIONS = {"terminate": 0, "redirect": 1, "restrict_access": 2}
 _THRESHOLDS = {UnitType.TIME: "Time-Quota-Threshold", UnitType.TOTAL_OCTETS: "Volume-Quota-Threshold",
                UnitType.INPUT_OCTETS: "Volume-Quota-Threshold",
@@ -43,80 +39,139 @@ class RequestRefused(Exception):
         self.result_code, self.failed_avp = result_code, failed_avp
 
 
+# RFC 6733 / 4006 AVP codes (all vendor 0) read by the one-pass reader below
+SESSION_ID, USER_NAME, EVENT_TIMESTAMP, TERMINATION_CAUSE = 263, 1, 55, 295
+CC_REQUEST_NUMBER, CC_REQUEST_TYPE, SERVICE_CONTEXT_ID = 415, 416, 461
+SUBSCRIPTION_ID, SUBSCRIPTION_ID_DATA, SUBSCRIPTION_ID_TYPE = 443, 444, 450
+SUBSCRIPTION_ID_EXTENSION, REQUESTED_ACTION, MULTIPLE_SERVICES_INDICATOR = 659, 436, 455
+MSCC, RSU, USU, RATING_GROUP, SERVICE_IDENTIFIER = 456, 437, 446, 432, 439
+CC_MONEY, UNIT_VALUE, VALUE_DIGITS, EXPONENT = 413, 445, 447, 429
+_UNIT_CODES = {420: UnitType.TIME, 421: UnitType.TOTAL_OCTETS, 412: UnitType.INPUT_OCTETS,
+               414: UnitType.OUTPUT_OCTETS, 417: UnitType.SERVICE_SPECIFIC_UNITS}
+_EXTENSION_CODES = {660: "e164", 661: "imsi", 662: "sip", 663: "nai", 664: "private"}
+
+
 def read_units(group) -> dict:
+    """{CC-Unit-Type: n} of a Requested/Used/Granted-Service-Unit AVP."""
     out = {}
-    for avp_name, unit in _UNIT_FIELDS:
-        v = group.get(avp_name)
-        if v is not None:
-            out[unit] = v
-    money = group.find("CC-Money")
-    if money is not None:
-        uv = money.find("Unit-Value")
-        if uv is not None:
-            out[UnitType.MONEY] = (uv.get("Value-Digits", 0), uv.get("Exponent", 0))
+    for a in group.value:
+        if a.vendor:
+            continue
+        unit = _UNIT_CODES.get(a.code)
+        if unit is not None:
+            out[unit] = a.value
+        elif a.code == CC_MONEY:
+            for uv in a.value:
+                if uv.code == UNIT_VALUE and not uv.vendor:
+                    digits = exponent = 0
+                    for x in uv.value:
+                        if x.code == VALUE_DIGITS and not x.vendor:
+                            digits = x.value
+                        elif x.code == EXPONENT and not x.vendor:
+                            exponent = x.value
+                    out[UnitType.MONEY] = (digits, exponent)
     return out
 
 
-def _service(rating_group, service_id, rsu, usus, reason=None) -> ServiceRequest:
-    used: dict = {}
-    for usu in usus:
-        for unit, n in read_units(usu).items():
-            if unit == UnitType.MONEY:
-                prev = used.get(unit)
-                used[unit] = n if prev is None else (prev[0] + n[0], n[1]) if prev[1] == n[1] else n
-            else:
-                used[unit] = used.get(unit, 0) + n
-    return ServiceRequest(rating_group, service_id, None if rsu is None else read_units(rsu), used,
-                          reason)
+def _add_used(used: dict, units: dict) -> None:
+    for unit, n in units.items():
+        if unit == UnitType.MONEY:
+            prev = used.get(unit)
+            used[unit] = n if prev is None else (prev[0] + n[0], n[1]) if prev[1] == n[1] else n
+        else:
+            used[unit] = used.get(unit, 0) + n
+
+
+def _service(avps, rating_group=None, service_id=None) -> ServiceRequest:
+    """A ServiceRequest from the children of an MSCC (or the command level)."""
+    svc = ServiceRequest(rating_group, service_id, None, {})
+    for a in avps:
+        if a.vendor:
+            continue
+        c = a.code
+        if c == RSU:
+            if svc.requested is None:
+                svc.requested = read_units(a)
+        elif c == USU:
+            _add_used(svc.used, read_units(a))
+        elif c == RATING_GROUP:
+            svc.rating_group = a.value
+        elif c == SERVICE_IDENTIFIER and svc.service_id is None:
+            svc.service_id = a.value
+    return svc
 
 
 def credit_request(msg: Message) -> CreditRequest:
     """The domain request of a grammar-checked CCR; RequestRefused if unusable."""
-    rtype = msg.get("CC-Request-Type")
+    session_id = context = action = stamp = cause = user = None
+    rtype = number = None
+    identities: list = []
+    mscc: list = []
+    command_units = False
+    indicator = False
+    for a in msg.avps:
+        if a.vendor:
+            continue
+        c = a.code
+        if c == MSCC:
+            mscc.append(_service(a.value))
+        elif c == SESSION_ID:
+            session_id = a.value
+        elif c == CC_REQUEST_TYPE:
+            rtype = a.value
+        elif c == CC_REQUEST_NUMBER:
+            number = a.value
+        elif c == SERVICE_CONTEXT_ID:
+            context = a.value
+        elif c == SUBSCRIPTION_ID:
+            kind = data = None
+            for x in a.value:
+                if x.code == SUBSCRIPTION_ID_TYPE and not x.vendor:
+                    kind = IDENTITY_KINDS.get(x.value)
+                elif x.code == SUBSCRIPTION_ID_DATA and not x.vendor:
+                    data = x.value
+            if kind is not None and data is not None:
+                identities.append(identity_key(kind, data))
+        elif c == SUBSCRIPTION_ID_EXTENSION:
+            for x in a.value:
+                kind = _EXTENSION_CODES.get(x.code) if not x.vendor else None
+                if kind is not None:
+                    identities.append(identity_key(kind, x.value))
+        elif c == REQUESTED_ACTION:
+            action = a.value
+        elif c in (RSU, USU):
+            command_units = True
+        elif c == MULTIPLE_SERVICES_INDICATOR:
+            indicator = bool(a.value)
+        elif c == USER_NAME:
+            user = a.value
+        elif c == EVENT_TIMESTAMP:
+            stamp = a.value
+        elif c == TERMINATION_CAUSE:
+            cause = a.value
     if rtype not in (1, 2, 3, 4):
         raise RequestRefused(Result.INVALID_AVP_VALUE, f"CC-Request-Type {rtype}",
                              ("CC-Request-Type", rtype))
     rtype = RequestType(rtype)
-    identities = []
-    for sub in msg.find_all("Subscription-Id"):
-        kind = IDENTITY_KINDS.get(sub.get("Subscription-Id-Type"))
-        data = sub.get("Subscription-Id-Data")
-        if kind is not None and data is not None:
-            identities.append(identity_key(kind, data))
-    for ext in msg.find_all("Subscription-Id-Extension"):
-        for child in ext.value:
-            kind = _EXTENSION_KINDS.get(child.name)
-            if kind is not None:
-                identities.append(identity_key(kind, child.value))
-    user = msg.get("User-Name")
     if user:
         identities.append(identity_key("nai", user))
     if not identities and rtype in (RequestType.INITIAL, RequestType.EVENT):
         raise RequestRefused(Result.MISSING_AVP, "no Subscription-Id names the subscriber",
                              ("Subscription-Id", {"Subscription-Id-Type": 0,
                                                   "Subscription-Id-Data": ""}))
-    action = msg.get("Requested-Action")
-    mscc = msg.find_all("Multiple-Services-Credit-Control")
     if mscc:
-        services = [_service(m.get("Rating-Group"), m.get("Service-Identifier"),
-                             m.find("Requested-Service-Unit"), m.find_all("Used-Service-Unit"))
-                    for m in mscc]
-    elif (msg.find("Requested-Service-Unit") is not None or msg.find("Used-Service-Unit") is not None
-          or rtype == RequestType.EVENT):
-        services = [_service(None, msg.get("Service-Identifier"), msg.find("Requested-Service-Unit"),
-                             msg.find_all("Used-Service-Unit"))]
+        services = mscc
+    elif command_units or rtype == RequestType.EVENT:
+        services = [_service(msg.avps)]
         if rtype == RequestType.EVENT and services[0].requested is None:
             services[0].requested = {}
     else:
         services = []
-    stamp = msg.get("Event-Timestamp")
     return CreditRequest(
-        session_id=msg.get("Session-Id"), request_type=rtype, number=msg.get("CC-Request-Number"),
-        context=msg.get("Service-Context-Id"), identities=identities,
-        action=None if action is None else _action(action), services=services,
-        multiple_services=bool(mscc) or bool(msg.get("Multiple-Services-Indicator")),
-        event_time=None if stamp is None else int(stamp.timestamp()),
-        termination_cause=msg.get("Termination-Cause"))
+        session_id=session_id, request_type=rtype, number=number, context=context,
+        identities=identities, action=None if action is None else _action(action),
+        services=services, multiple_services=bool(mscc) or indicator,
+        event_time=None if stamp is None else int(stamp.timestamp()), termination_cause=cause)
 
 
 def _action(value: int):
@@ -188,7 +243,9 @@ def answer(request: Message, d: Decision, origin_host: str, origin_realm: str) -
     rtype = request.get("CC-Request-Type")
     if d.result_code == Result.SUCCESS and rtype in (1, 2):
         avps.append(("CC-Session-Failover", 1))
-    if d.multiple_services:
+    if d.result_code != Result.SUCCESS:
+        pass        # a failed command-level Result-Code overrides every MSCC (RFC 8506 §5.1.2)
+    elif d.multiple_services:
         avps.extend(("Multiple-Services-Credit-Control", _mscc(r, currency_code)) for r in d.services)
     elif d.services:
         _quota_avps(d.services[0], currency_code, avps)

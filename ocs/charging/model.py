@@ -193,3 +193,11 @@ class Session:
     updated_at: int
     expires_at: int
     services: dict = attrs.Factory(dict)    # service key -> ServiceState
+    recent: list = attrs.Factory(list)      # CC-Request-Numbers processed lately (RECENT kept)
+
+    RECENT = 16
+
+    def processed(self, number: int) -> None:
+        """Record a processed request; `number` becomes the highest seen."""
+        self.recent = (self.recent + [number])[-self.RECENT:]
+        self.number = max(self.number, number)

@@ -88,7 +88,7 @@ def encode_session(s: Session) -> bytes:
                    "updated": s.updated_at, "expires": s.expires_at, "services": [
                        [q.rating_group, q.service_id, int(q.unit), q.granted, q.impacts, q.final,
                         q.used, q.charged, q.energy_at, q.stopped_at, q.idle_minutes]
-                       for q in s.services.values()]})
+                       for q in s.services.values()], "recent": s.recent})
 
 
 def decode_session(raw: bytes) -> Session:
@@ -99,7 +99,7 @@ def decode_session(raw: bytes) -> Session:
                          e_at, s_at, idle)
         services[q.key] = q
     return Session(d["id"], d["account"], d["identity"], d["context"], d["number"], d["opened"],
-                   d["updated"], d["expires"], services)
+                   d["updated"], d["expires"], services, d.get("recent", [d["number"]]))
 
 
 # -- plans -------------------------------------------------------------------

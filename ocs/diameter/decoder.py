@@ -1,8 +1,8 @@
 """One pass over received bytes: AVP objects and grammar checks together.
 
 `walk` reads the AVPs of a region (a message body or a grouped AVP's payload),
-builds an `Avp` for each, descends into grouped AVPs to check them in place
-(their children are only built when read, since most never are), and checks
+builds an `Avp` for each, descends into grouped AVPs to check them (building
+their children on the way, so reading them later needs no second pass), and checks
 every AVP against the grammar on the way, per RFC 6733 §7:
 
 - unknown AVP with the M bit: 5001 DIAMETER_AVP_UNSUPPORTED (unknown non-M AVPs
@@ -53,8 +53,8 @@ def walk(buf: bytes, pos: int, end: int, grammar: Grammar | None,
          dictionary: Dictionary | None, build: bool = True,
          depth: int = 0) -> tuple[list[Avp], AvpError | None]:
     """Check the AVPs in buf[pos:end] against grammar (unless None) and, if
-    build, make an Avp of each. Grouped payloads are checked without building
-    (most are never read); their children are decoded lazily on first read."""
+    build, make an Avp of each. A checked grouped AVP gets its children built in
+    the same pass; without a grammar, grouped payloads are read lazily."""
     out: list[Avp] = []
     append = out.append
     index = dictionary.index if dictionary is not None else {}
@@ -102,7 +102,8 @@ def walk(buf: bytes, pos: int, end: int, grammar: Grammar | None,
                 err = AvpError(5009, _wire(buf, pos, length), f"{d.name} occurs more than {limit} times")
                 live = False
         if build:
-            append(Avp(code, flags, key >> 32, buf[start:stop], d, dictionary))
+            avp = Avp(code, flags, key >> 32, buf[start:stop], d, dictionary)
+            append(avp)
         if live and d is not None:
             kind = d.check
             if kind == CHECK_SIZE:
@@ -115,7 +116,9 @@ def walk(buf: bytes, pos: int, end: int, grammar: Grammar | None,
                     err = AvpError(5004, _wire(buf, pos, length),
                                    f"{d.name}: grouped AVPs nested more than {MAX_DEPTH} deep")
                 else:
-                    err = walk(buf, start, stop, d.grammar, dictionary, False, depth + 1)[1]
+                    children, err = walk(buf, start, stop, d.grammar, dictionary, build, depth + 1)
+                    if build and err is None:
+                        avp._value = children       # read by the handler anyway: no second walk
                 live = err is None
             elif kind:
                 err = _check_leaf(buf, pos, length, start, stop, flags, kind, d)
