@@ -110,7 +110,7 @@ async def _serve(config: Config, node: NodeContext, store: LmdbStore, ready, sto
     astore = AsyncStore(store, asyncio.get_running_loop())
     books = ledger(config)
     node.registry.register(CREDIT_CONTROL_APPLICATION, CREDIT_CONTROL_COMMAND, CreditControlHandler(
-        astore, books, node.local.origin_host, node.local.origin_realm))
+        astore, books, node.dictionary, node.local.origin_host, node.local.origin_realm))
     log.info("handlers: %s", node.registry.keys())
     sweeper = Sweeper(astore, books, config.charging.sweep_interval)
     server = DiameterServer(node)
