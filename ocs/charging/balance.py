@@ -23,6 +23,8 @@ def _order(b: Bucket) -> tuple:
 
 
 def allowances(balance: Balance, kind: str, rating_group: int | None, now: int) -> list[Bucket]:
+    if len(balance.buckets) == 1 and balance.buckets[0].kind == MONEY:
+        return []                       # the common case: only the main money bucket
     out = [b for b in balance.buckets
            if b.kind == kind and b.live(now)
            and (b.rating_groups is None or rating_group in b.rating_groups)]
@@ -40,6 +42,9 @@ def main_bucket(balance: Balance) -> Bucket:
 
 def money_buckets(balance: Balance, now: int) -> list[Bucket]:
     """Money buckets in order of use, the main bucket last."""
+    buckets = balance.buckets
+    if len(buckets) == 1 and buckets[0].id == MAIN:
+        return [buckets[0]]
     main = main_bucket(balance)
     out = [b for b in balance.buckets if b.kind == MONEY and b is not main and b.live(now)]
     out.sort(key=_order)
@@ -116,6 +121,9 @@ def money_total(balance: Balance, now: int) -> int:
 
 def summary(balance: Balance, now: int) -> dict:
     """Live totals by kind, for rated events and `ocs accounts show`."""
+    buckets = balance.buckets
+    if len(buckets) == 1 and buckets[0].expires is None:
+        return {buckets[0].kind: buckets[0].amount}
     out: dict = {}
     for b in balance.buckets:
         if b.live(now):
@@ -125,4 +133,6 @@ def summary(balance: Balance, now: int) -> dict:
 
 def prune(balance: Balance, now: int) -> None:
     """Drop expired buckets nothing is reserved in any more."""
+    if all(b.expires is None for b in balance.buckets):
+        return
     balance.buckets = [b for b in balance.buckets if b.live(now) or b.reserved > 0]

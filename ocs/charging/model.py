@@ -145,16 +145,30 @@ class Plan:
     utc_offset_minutes: int = 0
     tariffs: tuple = ()
     name: str = ""
+    # lookups memoised per plan object (plans are immutable and decoded once per content)
+    _contexts: frozenset = attrs.field(init=False, eq=False, repr=False)
+    _found: dict = attrs.field(init=False, eq=False, repr=False, factory=dict)
 
-    def contexts(self) -> set:
-        return {t.context for t in self.tariffs}
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_contexts", frozenset(t.context for t in self.tariffs))
+
+    def contexts(self) -> frozenset:
+        return self._contexts
 
     def tariff(self, context: str, rating_group: int | None, service_id: int | None) -> Tariff | None:
         """The first tariff that matches: list specific ones before catch-alls."""
+        key = (context, rating_group, service_id)
+        found = self._found.get(key, False)
+        if found is not False:
+            return found
+        found = None
         for t in self.tariffs:
             if t.matches(context, rating_group, service_id):
-                return t
-        return None
+                found = t
+                break
+        if len(self._found) < 4096:
+            self._found[key] = found
+        return found
 
 
 @attrs.define

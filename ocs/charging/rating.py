@@ -80,8 +80,15 @@ def affordable(tariff: Tariff, plan: Plan, money: int, wanted: int, already: int
     return lo
 
 
+_described: dict = {}
+
+
 def rate_description(tariff: Tariff, plan: Plan, at: int) -> dict:
-    """The rate applied, for the rated event."""
+    """The rate applied, for the rated event (shared: callers must not change it)."""
+    if not tariff.bands:
+        out = _described.get(id(tariff))
+        if out is not None and out[0] is tariff:
+            return out[1]
     band = band_price(tariff, plan, at)
     out = {"price": tariff.price if band is None else band, "per": tariff.per,
            "rounding": tariff.rounding}
@@ -91,4 +98,8 @@ def rate_description(tariff: Tariff, plan: Plan, at: int) -> dict:
         out["tiers"] = [[t.from_units, t.price] for t in tariff.tiers]
     if tariff.free_units:
         out["free_units"] = tariff.free_units
+    if not tariff.bands:
+        if len(_described) > 4096:
+            _described.clear()
+        _described[id(tariff)] = (tariff, out)      # holds the tariff: its id is not reused
     return out
