@@ -73,7 +73,7 @@ async def drive(host: str, port: int, dictionary, out=sys.stdout) -> list:
     """The demo traffic; returns the session ids it used."""
     node = NodeContext(LocalPeer("demo-pgw.localdomain", "localdomain"), dictionary)
     client = await connect(host, port, node)
-    stamp = int(time.time())
+    stamp = time.time_ns() // 1000        # Session-Ids unique across runs (RFC 6733 §8.8)
     alice, bob = (0, "46700000001"), (0, "46700000002")
     data = "32251@3gpp.org"
     s1, s2, s3 = (f"demo-pgw.localdomain;{stamp};{n}" for n in (1, 2, 3))

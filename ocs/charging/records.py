@@ -11,7 +11,7 @@ from __future__ import annotations
 import orjson
 
 from .model import (ACCOUNT_STATUSES, MONEY, Account, Balance, Band, Bucket, FinalUnit, Plan,
-                    ServiceState, Session, Tariff, Tier)
+                    ServiceState, Session, Tariff, Tier, service_key)
 from .units import UNIT_NAMES, UNIT_SPELLING, UnitType, currency, unit_type
 
 VERSION = 1
@@ -91,13 +91,15 @@ def encode_session(s: Session) -> bytes:
                        for q in s.services.values()], "recent": s.recent})
 
 
+_UNIT_TYPES = tuple(UnitType)      # CC-Unit-Type by value, without the Enum call's cost
+
+
 def decode_session(raw: bytes) -> Session:
     d = _load(raw, "session")
     services = {}
     for rg, sid, unit, granted, impacts, final, used, charged, e_at, s_at, idle in d["services"]:
-        q = ServiceState(rg, sid, UnitType(unit), granted, impacts, final, used, charged,
-                         e_at, s_at, idle)
-        services[q.key] = q
+        services[service_key(rg, sid)] = ServiceState(rg, sid, _UNIT_TYPES[unit], granted, impacts,
+                                                      final, used, charged, e_at, s_at, idle)
     return Session(d["id"], d["account"], d["identity"], d["context"], d["number"], d["opened"],
                    d["updated"], d["expires"], services, d.get("recent", [d["number"]]))
 
