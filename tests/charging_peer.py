@@ -31,6 +31,7 @@ from diameter.message.commands import (CapabilitiesExchangeAnswer, CapabilitiesE
                                        DisconnectPeerRequest)
 from diameter.node import Node
 from diameter.node.application import SimpleThreadingApplication
+from frame_socket import FrameSocket
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOOPBACK = "127.0.0.1"
@@ -343,13 +344,12 @@ def cer(origin_host: str) -> CapabilitiesExchangeRequest:
     return m
 
 
-class RawPeer:
+class RawPeer(FrameSocket):
     """One TCP connection carrying python-diameter messages; keeps answer bytes."""
 
     def __init__(self, port: int, origin_host: str = PGW_A):
         self.origin_host = origin_host
-        self.sock = socket.create_connection((LOOPBACK, port), timeout=TIMEOUT)
-        self.sock.settimeout(TIMEOUT)
+        super().__init__(LOOPBACK, port, TIMEOUT)
 
     def __enter__(self) -> "RawPeer":
         cea = self.exchange(cer(self.origin_host))[1]
@@ -369,26 +369,6 @@ class RawPeer:
                 assert isinstance(dpa, DisconnectPeerAnswer)
         finally:
             self.sock.close()
-
-    def send(self, msg) -> bytes:
-        data = bytes(msg if isinstance(msg, (bytes, bytearray)) else msg.as_bytes())
-        self.sock.sendall(data)
-        return data
-
-    def _exactly(self, n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
-            if not chunk:
-                raise ConnectionError(f"node closed after {len(out)} of {n} octets")
-            out += chunk
-        return out
-
-    def recv_frame(self) -> bytes:
-        head = self._exactly(20)
-        length = int.from_bytes(head[1:4], "big")
-        assert head[0] == 1 and length >= 20, f"bad header from the node: {head.hex()}"
-        return head + self._exactly(length - 20)
 
     def exchange(self, msg) -> tuple[bytes, PdMessage]:
         """(answer bytes, parsed answer); the answer must match the request's ids."""

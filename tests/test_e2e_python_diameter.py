@@ -38,6 +38,7 @@ from diameter.message.commands import (CapabilitiesExchangeAnswer, CapabilitiesE
 from diameter.node import Node
 from diameter.node.application import SimpleThreadingApplication
 
+from frame_socket import FrameSocket
 from ocs.config import Config, DiameterConfig, ListenConfig, NodeConfig
 from ocs.net.server import DiameterServer
 from ocs.service import node_context
@@ -305,12 +306,11 @@ def header(length: int, flags: int = FLAG_R, code: int = 280, app: int = 0,
     return struct.pack("!IIIII", (version << 24) | length, (flags << 24) | code, app, hbh, e2e)
 
 
-class RawPeer:
+class RawPeer(FrameSocket):
     """One TCP connection speaking python-diameter messages (or raw bytes)."""
 
     def __init__(self, port: int):
-        self.sock = socket.create_connection((LOOPBACK, port), timeout=TIMEOUT)
-        self.sock.settimeout(TIMEOUT)
+        super().__init__(LOOPBACK, port, TIMEOUT)
 
     def __enter__(self):
         return self
@@ -320,26 +320,6 @@ class RawPeer:
 
     def close(self) -> None:
         self.sock.close()
-
-    def send(self, msg) -> bytes:
-        data = msg if isinstance(msg, (bytes, bytearray)) else msg.as_bytes()
-        self.sock.sendall(data)
-        return bytes(data)
-
-    def _exactly(self, n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
-            if not chunk:
-                raise ConnectionError(f"closed after {len(out)} of {n} octets")
-            out += chunk
-        return out
-
-    def recv_frame(self) -> bytes:
-        head = self._exactly(20)
-        length = int.from_bytes(head[1:4], "big")
-        assert head[0] == 1 and length >= 20, f"bad header from the node: {head.hex()}"
-        return head + self._exactly(length - 20)
 
     def recv(self):
         return PdMessage.from_bytes(self.recv_frame())
