@@ -91,31 +91,37 @@ def ledger(config: Config) -> Ledger:
 
 
 async def serve(config: Config, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None, store: LmdbStore | None = None) -> None:
+                stop: asyncio.Event | None = None, store: LmdbStore | None = None,
+                clock=time.time, started=None) -> None:
     """Run the node until SIGTERM/SIGINT or `stop`. With `store` given, the caller
-    owns it (and closes it); otherwise the node opens and closes its own."""
+    owns it (and closes it); otherwise the node opens and closes its own. `clock`
+    gives the wall-clock seconds charging uses; `started(server)` is called once
+    the node listens (tests learn the port from it)."""
     node = node_context(config)
     log.info("dictionaries: %s", node.dictionary.summary())
     loop = asyncio.get_running_loop()
     own = store is None
     store = open_store(config) if own else store
     try:
-        await _serve(config, node, store, ready, stop)
+        await _serve(config, node, store, ready, stop, clock, started)
     finally:
         if own:
             await loop.run_in_executor(None, store.close)
 
 
-async def _serve(config: Config, node: NodeContext, store: LmdbStore, ready, stop) -> None:
+async def _serve(config: Config, node: NodeContext, store: LmdbStore, ready, stop, clock,
+                 started) -> None:
     log.info("store: %s (durability %s)", config.store.path, config.store.durability)
     astore = AsyncStore(store, asyncio.get_running_loop())
     books = ledger(config)
     node.registry.register(CREDIT_CONTROL_APPLICATION, CREDIT_CONTROL_COMMAND, CreditControlHandler(
-        astore, books, node.dictionary, node.local.origin_host, node.local.origin_realm))
+        astore, books, node.dictionary, node.local.origin_host, node.local.origin_realm, clock))
     log.info("handlers: %s", node.registry.keys())
-    sweeper = Sweeper(astore, books, config.charging.sweep_interval)
+    sweeper = Sweeper(astore, books, config.charging.sweep_interval, clock)
     server = DiameterServer(node)
     await server.start(config.listen.address, config.listen.port)
+    if started is not None:
+        started(server)
     sweeper.start()
     # Each CCR allocates a few hundred short-lived objects: with the default
     # 700-allocation young generation the cyclic GC runs every couple of requests.

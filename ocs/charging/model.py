@@ -23,12 +23,16 @@ MONEY = "money"
 
 
 def identity_key(kind: str, value: str) -> str:
-    """`e164:46700000001`; SIP URIs and NAIs compare case-insensitively."""
+    """`e164:46700000001`. SIP URIs and NAIs compare case-insensitively, and a
+    SIP URI's scheme is dropped: END_USER_SIP_URI `sip:Alice@IMS.example.org`
+    and a data file's `sip:alice@ims.example.org` are both `sip:alice@ims.example.org`."""
     if kind not in IDENTITY_KINDS.values():
         raise ValueError(f"unknown identity kind {kind!r}; expected one of "
                          f"{', '.join(IDENTITY_KINDS.values())}")
     if kind in ("sip", "nai"):
         value = value.lower()
+        if kind == "sip" and value.startswith(("sip:", "sips:")):
+            value = value.split(":", 1)[1]
     return f"{kind}:{value}"
 
 
