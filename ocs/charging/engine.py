@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from .model import ACTIVE, CLOSED, SUSPENDED, Account, Balance, Plan, Session, service_key
 from .events import decide_event
-from .quota import EngineConfig, Run
+from .quota import EngineConfig, Run, check_money
 from .requests import CreditRequest, Decision, RequestType, Result, ServiceResult
 
 
@@ -48,7 +48,8 @@ def decide(req: CreditRequest, account: Account | None, plan: Plan | None, balan
     if req.request_type == RequestType.INITIAL and session is not None:
         d = Decision.error(Result.INVALID_AVP_VALUE, "CCR-INITIAL for a session that is open",
                            ("CC-Request-Number", req.number))
-        d.session = session                 # the open session is left as it was
+        d.session = session                 # the open session is left as it was,
+        d.keep_answer = False               # and so is the answer kept for its duplicates
         return d
     if account is None or plan is None or balance is None:
         return _end(session, account, plan, balance, req, now, config, Decision.error(
@@ -56,6 +57,11 @@ def decide(req: CreditRequest, account: Account | None, plan: Plan | None, balan
     if req.context not in plan.contexts():
         return _end(session, account, plan, balance, req, now, config, Decision.error(
             Result.RATING_FAILED, f"no tariff for {req.context}", ("Service-Context-Id", req.context)))
+    bad_money = check_money(req.services, account)
+    if bad_money is not None:
+        d = Decision.error(Result.INVALID_AVP_VALUE, bad_money, ("CC-Money", {"Unit-Value": {"Value-Digits": 0}}))
+        d.session = session                 # refused before anything changed
+        return d
     if session is None:
         if account.status == CLOSED:
             return Decision.error(Result.USER_UNKNOWN, "account closed")
@@ -108,7 +114,13 @@ def decide(req: CreditRequest, account: Account | None, plan: Plan | None, balan
         d.session_closed = True
     session.processed(req.number)
     session.updated_at = max(session.updated_at, now)
-    validity = [r.validity_time for r in results if r.validity_time]
-    session.expires_at = now + config.tcc_factor * max(validity or [config.validity_time])
+    # Tcc (RFC 8506 §13): each quota is supervised from its own grant, so a CCR-U
+    # for one rating group never cuts short another's longer Validity-Time
+    for r in results:
+        q = session.services.get(service_key(r.rating_group, r.service_id))
+        if q is not None:           # no Validity-Time: nothing of this quota is left to supervise
+            q.expires = now + config.tcc_factor * r.validity_time if r.validity_time else None
+    quotas = [q.expires for q in session.services.values() if q.expires is not None]
+    session.expires_at = max(quotas) if quotas else now + config.tcc_factor * config.validity_time
     d.session = None if d.session_closed else session
     return d

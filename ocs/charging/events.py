@@ -16,7 +16,7 @@ from . import balance as bal
 from .model import CLOSED, SUSPENDED, Account, Balance, Plan, ServiceState
 from .rating import cost
 from .requests import CreditRequest, Decision, RequestedAction, Result, ServiceResult, quantity
-from .quota import Run, units_in_minor
+from .quota import Run, check_money, units_in_minor
 from .units import UnitType
 
 
@@ -30,6 +30,9 @@ def decide_event(req: CreditRequest, account: Account | None, plan: Plan | None,
     if req.context not in plan.contexts():
         return Decision.error(Result.RATING_FAILED, f"no tariff for {req.context}",
                               ("Service-Context-Id", req.context))
+    bad_money = check_money(req.services, account)
+    if bad_money is not None:
+        return Decision.error(Result.INVALID_AVP_VALUE, bad_money, ("CC-Money", {"Unit-Value": {"Value-Digits": 0}}))
     action = req.action
     if account.status == SUSPENDED and action in (RequestedAction.DIRECT_DEBITING,
                                                   RequestedAction.CHECK_BALANCE):
@@ -62,7 +65,10 @@ def decide_event(req: CreditRequest, account: Account | None, plan: Plan | None,
                 continue
             run.charge(q, tariff, units, "direct_debit", at)
             res.granted = {tariff.unit: units}
-        else:  # REFUND_ACCOUNT
+        else:  # REFUND_ACCOUNT: only what the request names is refunded
+            if not quantity(requested, tariff.unit) and UnitType.MONEY not in requested:
+                res.result_code = Result.MISSING_AVP
+                continue
             money = requested.get(UnitType.MONEY, price) if tariff.unit != UnitType.MONEY else units
             impacts = bal.credit_money(balance, money)
             run.event("refund", q, tariff, {tariff.unit: units}, -money, impacts, 0, at)

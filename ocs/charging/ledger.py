@@ -93,8 +93,7 @@ class Ledger:
             d = Decision.error(Result.INVALID_AVP_VALUE, "Session-Id already used",
                                ("CC-Request-Number", req.number))
             return render(d), d
-        elif session is not None and (req.number in session.recent
-                                      or req.number < session.number - session.RECENT):
+        elif session is not None and session.seen(req.number):
             # a late copy of a request processed before the last one: its effect is
             # in, but only the last answer is kept, so it cannot be repeated
             d = Decision.error(Result.INVALID_AVP_VALUE,
@@ -128,7 +127,8 @@ class Ledger:
             txn.put("expiry", expiry_key(now + self.answer_retention, b"a", req.session_id), b"")
         append_events(txn, d.events, now)
         answer = render(d)
-        txn.put("answers", sid, _U32.pack(req.number) + answer)
+        if d.keep_answer:
+            txn.put("answers", sid, _U32.pack(req.number) + answer)
         return answer, d
 
     def expire(self, txn, now: int, limit: int = 1000) -> int:

@@ -43,43 +43,75 @@ class RequestRefused(Exception):
 SESSION_ID, USER_NAME, EVENT_TIMESTAMP, TERMINATION_CAUSE = 263, 1, 55, 295
 CC_REQUEST_NUMBER, CC_REQUEST_TYPE, SERVICE_CONTEXT_ID = 415, 416, 461
 SUBSCRIPTION_ID, SUBSCRIPTION_ID_DATA, SUBSCRIPTION_ID_TYPE = 443, 444, 450
-SUBSCRIPTION_ID_EXTENSION, REQUESTED_ACTION, MULTIPLE_SERVICES_INDICATOR = 659, 436, 455
+SUBSCRIPTION_ID_EXTENSION, REQUESTED_ACTION = 659, 436
 MSCC, RSU, USU, RATING_GROUP, SERVICE_IDENTIFIER = 456, 437, 446, 432, 439
 CC_MONEY, UNIT_VALUE, VALUE_DIGITS, EXPONENT = 413, 445, 447, 429
+CURRENCY_CODE = 425
+LIMIT = 1 << 62            # largest quantity accepted in a unit AVP (and in a sum of them)
+EXPONENT_LIMIT = 18        # |Exponent| of a Unit-Value: 10^18 is beyond any real amount
 _UNIT_CODES = {420: UnitType.TIME, 421: UnitType.TOTAL_OCTETS, 412: UnitType.INPUT_OCTETS,
                414: UnitType.OUTPUT_OCTETS, 417: UnitType.SERVICE_SPECIFIC_UNITS}
 _EXTENSION_CODES = {660: "e164", 661: "imsi", 662: "sip", 663: "nai", 664: "private"}
 
 
+def _refuse(name: str, value, why: str) -> RequestRefused:
+    return RequestRefused(Result.INVALID_AVP_VALUE, f"{name} {value}: {why}", (name, value))
+
+
 def read_units(group) -> dict:
-    """{CC-Unit-Type: n} of a Requested/Used/Granted-Service-Unit AVP."""
+    """{CC-Unit-Type: n} of a Requested/Used/Granted-Service-Unit AVP; money as
+    (Value-Digits, Exponent, Currency-Code or None). Values that no tariff could
+    rate (above 2^62, negative money, |Exponent| > 18) are refused with 5004."""
     out = {}
     for a in group.value:
         if a.vendor:
             continue
         unit = _UNIT_CODES.get(a.code)
         if unit is not None:
-            out[unit] = a.value
+            n = a.value
+            if n > LIMIT:
+                raise _refuse(a.name, n, "more than 2^62 units")
+            out[unit] = n
         elif a.code == CC_MONEY:
+            digits = exponent = 0
+            code = None
             for uv in a.value:
-                if uv.code == UNIT_VALUE and not uv.vendor:
-                    digits = exponent = 0
+                if uv.vendor:
+                    continue
+                if uv.code == UNIT_VALUE:
                     for x in uv.value:
                         if x.code == VALUE_DIGITS and not x.vendor:
                             digits = x.value
                         elif x.code == EXPONENT and not x.vendor:
                             exponent = x.value
-                    out[UnitType.MONEY] = (digits, exponent)
+                elif uv.code == CURRENCY_CODE:
+                    code = uv.value
+            if not 0 <= digits <= LIMIT:
+                raise _refuse("Value-Digits", digits, "money must be 0..2^62")
+            if not -EXPONENT_LIMIT <= exponent <= EXPONENT_LIMIT:
+                raise _refuse("Exponent", exponent, f"outside -{EXPONENT_LIMIT}..{EXPONENT_LIMIT}")
+            out[UnitType.MONEY] = (digits, exponent, code)
     return out
 
 
 def _add_used(used: dict, units: dict) -> None:
+    """Sum the units of several USUs (money brought to the smaller exponent)."""
     for unit, n in units.items():
-        if unit == UnitType.MONEY:
-            prev = used.get(unit)
-            used[unit] = n if prev is None else (prev[0] + n[0], n[1]) if prev[1] == n[1] else n
+        prev = used.get(unit)
+        if prev is None:
+            used[unit] = n
+        elif unit == UnitType.MONEY:
+            if prev[2] != n[2]:
+                raise _refuse("Currency-Code", n[2], "USUs in different currencies")
+            e = min(prev[1], n[1])
+            total = prev[0] * 10 ** (prev[1] - e) + n[0] * 10 ** (n[1] - e)
+            if total > LIMIT:
+                raise _refuse("Value-Digits", total, "money reported exceeds 2^62")
+            used[unit] = (total, e, n[2])
         else:
-            used[unit] = used.get(unit, 0) + n
+            if prev + n > LIMIT:
+                raise _refuse(UNIT_AVPS[unit], n, "the USUs add up to more than 2^62 units")
+            used[unit] = prev + n
 
 
 def _service(avps, rating_group=None, service_id=None) -> ServiceRequest:
@@ -108,7 +140,6 @@ def credit_request(msg: Message) -> CreditRequest:
     identities: list = []
     mscc: list = []
     command_units = False
-    indicator = False
     for a in msg.avps:
         if a.vendor:
             continue
@@ -141,8 +172,6 @@ def credit_request(msg: Message) -> CreditRequest:
             action = a.value
         elif c in (RSU, USU):
             command_units = True
-        elif c == MULTIPLE_SERVICES_INDICATOR:
-            indicator = bool(a.value)
         elif c == USER_NAME:
             user = a.value
         elif c == EVENT_TIMESTAMP:
@@ -170,7 +199,7 @@ def credit_request(msg: Message) -> CreditRequest:
     return CreditRequest(
         session_id=session_id, request_type=rtype, number=number, context=context,
         identities=identities, action=None if action is None else _action(action),
-        services=services, multiple_services=bool(mscc) or indicator,
+        services=services, multiple_services=bool(mscc),
         event_time=None if stamp is None else int(stamp.timestamp()), termination_cause=cause)
 
 

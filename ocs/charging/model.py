@@ -89,7 +89,9 @@ class Tier:
 @attrs.frozen
 class Band:
     """A time-of-day band: weekdays (0 = Monday) and [start, end) minutes of the
-    day in the plan's UTC offset. The band's price replaces the tariff's."""
+    day in the plan's UTC offset. The band's price replaces the tariff's. A band
+    whose end is before its start wraps past midnight (22:00-06:00): its days
+    are the days it starts on, and it goes on into the next morning."""
 
     days: tuple
     start: int
@@ -97,7 +99,10 @@ class Band:
     price: int
 
     def covers(self, weekday: int, minute: int) -> bool:
-        return weekday in self.days and self.start <= minute < self.end
+        if self.start <= self.end:
+            return weekday in self.days and self.start <= minute < self.end
+        return ((weekday in self.days and minute >= self.start)
+                or ((weekday - 1) % 7 in self.days and minute < self.end))
 
 
 @attrs.frozen
@@ -190,6 +195,7 @@ class ServiceState:
     energy_at: int | None = None            # last report with units > 0 (EV)
     stopped_at: int | None = None           # when units stopped flowing (EV idle)
     idle_minutes: int = 0                   # idle minutes already charged
+    expires: int | None = None              # this quota's Tcc: grant time + factor x Validity-Time
 
     @property
     def key(self) -> str:
@@ -211,11 +217,16 @@ class Session:
     updated_at: int
     expires_at: int
     services: dict = attrs.Factory(dict)    # service key -> ServiceState
-    recent: list = attrs.Factory(list)      # CC-Request-Numbers processed lately (RECENT kept)
+    recent: list = attrs.Factory(list)      # numbers processed in (number - WINDOW, number]
 
-    RECENT = 16
+    WINDOW = 32
 
     def processed(self, number: int) -> None:
         """Record a processed request; `number` becomes the highest seen."""
-        self.recent = (self.recent + [number])[-self.RECENT:]
         self.number = max(self.number, number)
+        floor = self.number - self.WINDOW
+        self.recent = sorted(n for n in {*self.recent, number} if n > floor)
+
+    def seen(self, number: int) -> bool:
+        """Processed before, or too old to tell (below the window): not to be charged again."""
+        return number <= self.number - self.WINDOW or number in self.recent

@@ -13,7 +13,7 @@ from . import balance as bal
 from .ledger import append_events
 from .model import ACCOUNT_STATUSES, MONEY, Account, Balance, Bucket, Plan, identity_key
 from .records import (RecordError, check_account, check_bucket, decode_account, decode_balance,
-                      decode_session, encode_account, encode_balance, encode_plan)
+                      decode_plan, decode_session, encode_account, encode_balance, encode_plan)
 
 
 class ProvisioningError(ValueError):
@@ -42,10 +42,18 @@ def create_account(txn, account: Account, buckets: list, now: int) -> None:
             check_bucket(b)
     except RecordError as e:
         raise ProvisioningError(str(e)) from None
+    ids = [b.id for b in buckets]
+    if len(ids) != len(set(ids)):
+        raise ProvisioningError(f"account {account.id}: bucket ids must be unique, got {ids}")
     if txn.get("accounts", account.id.encode()) is not None:
         raise ProvisioningError(f"account {account.id} exists")
-    if txn.get("plans", account.plan_id.encode()) is None:
+    raw_plan = txn.get("plans", account.plan_id.encode())
+    if raw_plan is None:
         raise ProvisioningError(f"account {account.id}: no plan {account.plan_id!r}")
+    plan_currency = decode_plan(raw_plan).currency
+    if plan_currency != account.currency:
+        raise ProvisioningError(f"account {account.id}: currency {account.currency} but plan "
+                                f"{account.plan_id} prices in {plan_currency}")
     for ident in account.identities:
         owner = txn.get("identities", ident.encode())
         if owner is not None:
@@ -90,9 +98,15 @@ def top_up(txn, account_id: str, amount: int, now: int, kind: str = MONEY,
         bucket = bal.main_bucket(balance)
     else:
         bucket = balance.bucket(bucket_id) if bucket_id else None
+        if bucket is not None and bucket.kind != kind:
+            raise ProvisioningError(f"bucket {bucket.id} holds {bucket.kind}, not {kind}")
         if bucket is None:
-            bucket = Bucket(bucket_id or f"b{len(balance.buckets) + 1}", kind, 0, 0, 100, expires,
-                            rating_groups)
+            # ids are never reused (a pruned bucket's id could still be named by
+            # a reservation being released)
+            new_id = bucket_id
+            while new_id is None or balance.bucket(new_id) is not None:
+                new_id = f"b{txn.next_sequence('bucket')}"
+            bucket = Bucket(new_id, kind, 0, 0, 100, expires, rating_groups)
             try:
                 check_bucket(bucket)
             except RecordError as e:

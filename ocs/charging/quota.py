@@ -22,13 +22,41 @@ class EngineConfig:
     tcc_factor: int = 2             # Tcc = factor x Validity-Time (RFC 8506 §13)
 
 
+MAX_UNITS = 1 << 62     # quantities and amounts saturate here (stored records hold 64 bits)
+
+
+class MoneyRefused(ValueError):
+    """CC-Money the account cannot take: another currency, or too large."""
+
+
 def money_minor(value, account: Account) -> int:
-    """CC-Money (Value-Digits, Exponent) in the account currency's minor units, rounded up."""
+    """CC-Money (Value-Digits, Exponent[, Currency-Code]) in the account currency's
+    minor units, rounded up. mapping.read_units bounds digits and exponent."""
     if isinstance(value, int):
         return value
-    digits, exponent = value
-    shift = exponent + currency(account.currency)[1]
-    return digits * 10 ** shift if shift >= 0 else ceil_div(digits, 10 ** -shift)
+    digits, exponent = value[0], value[1]
+    code = value[2] if len(value) > 2 else None
+    numeric, minor = currency(account.currency)
+    if code is not None and code != numeric:
+        raise MoneyRefused(f"Currency-Code {code} is not the account's {account.currency} ({numeric})")
+    shift = exponent + minor
+    n = digits * 10 ** shift if shift >= 0 else ceil_div(digits, 10 ** -shift)
+    if n > MAX_UNITS:
+        raise MoneyRefused(f"{n} minor units is more than 2^62")
+    return n
+
+
+def check_money(services: list, account: Account) -> str | None:
+    """Why the request's CC-Money cannot be taken (None: it can), checked before
+    anything changes so a refusal leaves balance and session as they were."""
+    for svc in services:
+        for units in (svc.requested, svc.used):
+            if units and UnitType.MONEY in units:
+                try:
+                    money_minor(units[UnitType.MONEY], account)
+                except MoneyRefused as e:
+                    return str(e)
+    return None
 
 
 def units_in_minor(d: dict | None, account: Account) -> dict | None:
@@ -78,8 +106,8 @@ class Run:
                                                  q.rating_group, rest, self.now)
             money = cost(tariff, self.plan, uncovered, q.used + used - uncovered, start)
         m_impacts, unpaid = bal.debit_money(self.balance, money, self.account.credit_limit, self.now)
-        q.used += used
-        q.charged += money - unpaid
+        q.used = min(q.used + used, MAX_UNITS)
+        q.charged = min(q.charged + money - unpaid, MAX_UNITS)
         self.event(kind, q, tariff, {tariff.unit: used}, money - unpaid, impacts + m_impacts,
                    unpaid, start)
 

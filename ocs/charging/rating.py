@@ -17,6 +17,7 @@ from .model import Plan, Tariff
 from .units import ceil_div, round_up
 
 DAY = 86400
+MAX_COST = 1 << 62          # a charge saturates here: stored amounts hold 64 bits
 
 
 def band_price(tariff: Tariff, plan: Plan, at: int) -> int | None:
@@ -61,7 +62,7 @@ def cost(tariff: Tariff, plan: Plan, units: int, already: int, at: int) -> int:
     quantity = round_up(end - start, tariff.rounding)
     price = band_price(tariff, plan, at)
     numerator = quantity * price if price is not None else _tiered(tariff, start, quantity)
-    return ceil_div(numerator, tariff.per)
+    return min(ceil_div(numerator, tariff.per), MAX_COST)
 
 
 def affordable(tariff: Tariff, plan: Plan, money: int, wanted: int, already: int, at: int) -> int:

@@ -52,7 +52,10 @@ def decode_account(raw: bytes) -> Account:
 def check_account(a: Account) -> None:
     if a.status not in ACCOUNT_STATUSES:
         raise RecordError(f"account {a.id}: status {a.status!r} is not one of {ACCOUNT_STATUSES}")
-    currency(a.currency)
+    try:
+        currency(a.currency)
+    except ValueError as e:
+        raise RecordError(f"account {a.id}: {e}") from None
     if not isinstance(a.credit_limit, int) or a.credit_limit < 0:
         raise RecordError(f"account {a.id}: credit_limit must be an integer >= 0")
 
@@ -87,7 +90,7 @@ def encode_session(s: Session) -> bytes:
                    "context": s.context, "number": s.number, "opened": s.opened_at,
                    "updated": s.updated_at, "expires": s.expires_at, "services": [
                        [q.rating_group, q.service_id, int(q.unit), q.granted, q.impacts, q.final,
-                        q.used, q.charged, q.energy_at, q.stopped_at, q.idle_minutes]
+                        q.used, q.charged, q.energy_at, q.stopped_at, q.idle_minutes, q.expires]
                        for q in s.services.values()], "recent": s.recent})
 
 
@@ -97,9 +100,10 @@ _UNIT_TYPES = tuple(UnitType)      # CC-Unit-Type by value, without the Enum cal
 def decode_session(raw: bytes) -> Session:
     d = _load(raw, "session")
     services = {}
-    for rg, sid, unit, granted, impacts, final, used, charged, e_at, s_at, idle in d["services"]:
+    for rg, sid, unit, granted, impacts, final, used, charged, e_at, s_at, idle, *rest in d["services"]:
         services[service_key(rg, sid)] = ServiceState(rg, sid, _UNIT_TYPES[unit], granted, impacts,
-                                                      final, used, charged, e_at, s_at, idle)
+                                                      final, used, charged, e_at, s_at, idle,
+                                                      rest[0] if rest else None)
     return Session(d["id"], d["account"], d["identity"], d["context"], d["number"], d["opened"],
                    d["updated"], d["expires"], services, d.get("recent", [d["number"]]))
 
@@ -149,12 +153,17 @@ def _tariff(t: dict) -> Tariff:
         raise ValueError(f"final_unit action {action!r} is not terminate, redirect or restrict_access")
     if action == "redirect" and not fu.get("redirect_address"):
         raise ValueError("final_unit action redirect needs redirect_address")
+    if "price" not in t:
+        raise ValueError(f"tariff for {t.get('context')!r}: price is required")
+    tiers = tuple(Tier(_int(x, "from_units"), _int(x, "price")) for x in t.get("tiers", ()))
+    if any(a.from_units >= b.from_units for a, b in zip(tiers, tiers[1:])):
+        raise ValueError(f"tariff for {t.get('context')!r}: tiers must have increasing from_units")
     return Tariff(
         context=t["context"], unit=unit_type(t["unit"]), price=_int(t, "price"),
         rating_group=_int(t, "rating_group"), service_id=_int(t, "service_id"),
         per=_int(t, "per", 1, 1), rounding=_int(t, "rounding", 1, 1),
         free_units=_int(t, "free_units", 0),
-        tiers=tuple(Tier(_int(x, "from_units"), _int(x, "price")) for x in t.get("tiers", ())),
+        tiers=tiers,
         bands=tuple(Band(tuple(x["days"]), _hhmm(x["start"]), _hhmm(x["end"]), _int(x, "price"))
                     for x in t.get("bands", ())),
         default_quota=_int(t, "default_quota", 0), validity_time=_int(t, "validity_time", None, 1),

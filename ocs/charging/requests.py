@@ -96,6 +96,7 @@ class Decision:
     session_closed: bool = False
     session: object = None                      # the session to store (None: none or closed)
     currency: str | None = None                 # the account's currency, for CC-Money
+    keep_answer: bool = True                    # store the answer for duplicates of this request
     message: str = ""                           # why, for the log
 
     @classmethod
