@@ -1,6 +1,7 @@
 # ocs: Diameter Gy/Ro online charging node.
 #   docker build -t ocs .
 #   docker run --rm -p 3868:3868 -v ocs-data:/var/lib/ocs ocs
+#   docker run --rm -v ocs-data:/var/lib/ocs ocs accounts --store /var/lib/ocs/ocs.lmdb load FILE
 FROM python:3.11-slim
 
 RUN useradd --system --create-home --home-dir /var/lib/ocs ocs
@@ -12,8 +13,8 @@ COPY ocs.example.toml /etc/ocs/ocs.toml
 RUN pip install --no-cache-dir . && ocs dict check
 
 USER ocs
-# LMDB cache and other state live on this volume (used from the charging-engine release on)
+# the LMDB cache (balances, sessions, rated-event outbox) lives on this volume
 VOLUME ["/var/lib/ocs"]
 EXPOSE 3868/tcp
 ENTRYPOINT ["ocs"]
-CMD ["serve", "--config", "/etc/ocs/ocs.toml"]
+CMD ["serve", "--config", "/etc/ocs/ocs.toml", "--store", "/var/lib/ocs/ocs.lmdb"]
