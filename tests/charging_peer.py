@@ -30,8 +30,7 @@ from diameter.message.commands import (CapabilitiesExchangeAnswer, CapabilitiesE
                                        CreditControlRequest, DisconnectPeerAnswer,
                                        DisconnectPeerRequest)
 from diameter.node import Node
-from diameter.node.application import SimpleThreadingApplication
-from frame_socket import FrameSocket
+from frame_socket import FrameSocket, python_diameter_node
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOOPBACK = "127.0.0.1"
@@ -406,15 +405,8 @@ class NodePeer:
 
     def __init__(self, port: int, origin_host: str = PGW_A):
         self.origin_host = origin_host
-        self.node = Node(origin_host, REALM, vendor_ids=[VENDOR_3GPP])
-        self.node.wakeup_interval = 1          # bounds its select(), hence stop()
-        self.node.idle_timeout = 600           # no DWR of its own during a test
-        self.node.cea_timeout = 4
-        self.peer = self.node.add_peer(f"aaa://{SERVER_HOST}:{port};transport=tcp", REALM,
-                                       [LOOPBACK], is_persistent=True)
-        self.app = SimpleThreadingApplication(CREDIT_CONTROL, is_auth_application=True,
-                                              request_handler=lambda app, msg: None)
-        self.node.add_application(self.app, [self.peer])
+        self.node, self.peer, self.app = python_diameter_node(Node, origin_host, REALM, SERVER_HOST,
+                                                              port)
         self._started = False
 
     def open(self) -> "NodePeer":

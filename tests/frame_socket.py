@@ -29,3 +29,20 @@ class FrameSocket:
         length = int.from_bytes(head[1:4], "big")
         assert head[0] == 1 and length >= 20, f"bad header from the node: {head.hex()}"
         return head + self._exactly(length - 20)
+
+
+def python_diameter_node(node_class, origin_host: str, realm: str, server_host: str, port: int):
+    """A python-diameter client `Node` (of `node_class`) with one peer, the ocs
+    node on 127.0.0.1:port, and Diameter Credit-Control (application 4) on it.
+    Returns (node, peer, application); nothing is started."""
+    from diameter.node.application import SimpleThreadingApplication
+    node = node_class(origin_host, realm, vendor_ids=[10415])
+    node.wakeup_interval = 1          # its select() timeout: bounds every internal wait and stop()
+    node.idle_timeout = 600           # no spontaneous DWR: the tests send the ones they want
+    node.cea_timeout = 4
+    peer = node.add_peer(f"aaa://{server_host}:{port};transport=tcp", realm, ["127.0.0.1"],
+                         is_persistent=True)
+    app = SimpleThreadingApplication(4, is_auth_application=True,
+                                     request_handler=lambda app, msg: None)
+    node.add_application(app, [peer])
+    return node, peer, app

@@ -36,9 +36,8 @@ from diameter.message.commands import (CapabilitiesExchangeAnswer, CapabilitiesE
                                        DeviceWatchdogRequest, DisconnectPeerAnswer,
                                        DisconnectPeerRequest)
 from diameter.node import Node
-from diameter.node.application import SimpleThreadingApplication
 
-from frame_socket import FrameSocket
+from frame_socket import FrameSocket, python_diameter_node
 from ocs.config import Config, DiameterConfig, ListenConfig, NodeConfig
 from ocs.net.server import DiameterServer
 from ocs.service import node_context
@@ -156,15 +155,8 @@ class PythonDiameterPeer:
     """A client `diameter.node.Node` with one peer (the ocs node) and app 4."""
 
     def __init__(self, port: int):
-        self.node = RecordingNode(CLIENT_HOST, REALM, vendor_ids=[VENDOR_3GPP])
-        self.node.wakeup_interval = 1       # its select() timeout: bounds every internal wait
-        self.node.idle_timeout = 600        # no spontaneous DWR: the test sends the one it wants
-        self.node.cea_timeout = 4
-        self.peer = self.node.add_peer(f"aaa://{SERVER_HOST}:{port};transport=tcp", REALM,
-                                       [LOOPBACK], is_persistent=True)
-        self.app = SimpleThreadingApplication(CREDIT_CONTROL, is_auth_application=True,
-                                              request_handler=lambda app, msg: None)
-        self.node.add_application(self.app, [self.peer])
+        self.node, self.peer, self.app = python_diameter_node(RecordingNode, CLIENT_HOST, REALM,
+                                                              SERVER_HOST, port)
         self._started = False
 
     def expect(self, kind, timeout: float = TIMEOUT):

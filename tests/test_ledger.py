@@ -6,7 +6,7 @@ import pytest
 from ocs.charging import provision as prov
 from ocs.charging.ledger import Ledger
 from ocs.charging.quota import EngineConfig
-from ocs.charging.records import decode_balance, decode_event, plan_from_dict
+from ocs.charging.records import decode_balance, decode_event
 from ocs.charging.requests import CreditRequest, RequestType, ServiceRequest
 from ocs.charging.units import UnitType
 from ocs.store.lmdb import LmdbStore
