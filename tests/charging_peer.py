@@ -30,7 +30,7 @@ from diameter.message.commands import (CapabilitiesExchangeAnswer, CapabilitiesE
                                        CreditControlRequest, DisconnectPeerAnswer,
                                        DisconnectPeerRequest)
 from diameter.node import Node
-from frame_socket import FrameSocket, python_diameter_node
+from frame_socket import FrameSocket, python_diameter_cer, python_diameter_node
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOOPBACK = "127.0.0.1"
@@ -330,17 +330,7 @@ def usu_octets(n: int) -> UsedServiceUnit:
 
 # --------------------------------------------------------------- raw socket peer
 def cer(origin_host: str) -> CapabilitiesExchangeRequest:
-    m = CapabilitiesExchangeRequest()
-    m.header.hop_by_hop_identifier = next_id()
-    m.header.end_to_end_identifier = next_id()
-    m.origin_host = origin_host.encode()
-    m.origin_realm = REALM.encode()
-    m.host_ip_address = [LOOPBACK]
-    m.vendor_id = 0
-    m.product_name = "python-diameter"
-    m.supported_vendor_id = [VENDOR_3GPP]
-    m.auth_application_id = [CREDIT_CONTROL]
-    return m
+    return python_diameter_cer(origin_host, REALM, next_id(), next_id())
 
 
 class RawPeer(FrameSocket):

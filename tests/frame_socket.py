@@ -46,3 +46,21 @@ def python_diameter_node(node_class, origin_host: str, realm: str, server_host: 
                                      request_handler=lambda app, msg: None)
     node.add_application(app, [peer])
     return node, peer, app
+
+
+def python_diameter_cer(origin_host: str, realm: str, hop_by_hop: int, end_to_end: int,
+                        auth=(4,), acct=()):
+    """A python-diameter CER for 127.0.0.1 announcing 3GPP and the given applications."""
+    from diameter.message.commands import CapabilitiesExchangeRequest
+    m = CapabilitiesExchangeRequest()
+    m.header.hop_by_hop_identifier = hop_by_hop
+    m.header.end_to_end_identifier = end_to_end
+    m.origin_host = origin_host.encode()
+    m.origin_realm = realm.encode()
+    m.host_ip_address = ["127.0.0.1"]
+    m.vendor_id = 0
+    m.product_name = "python-diameter"
+    m.supported_vendor_id = [10415]
+    m.auth_application_id = list(auth)
+    m.acct_application_id = list(acct)
+    return m

@@ -37,7 +37,7 @@ from diameter.message.commands import (CapabilitiesExchangeAnswer, CapabilitiesE
                                        DisconnectPeerRequest)
 from diameter.node import Node
 
-from frame_socket import FrameSocket, python_diameter_node
+from frame_socket import FrameSocket, python_diameter_cer, python_diameter_node
 from ocs.config import Config, DiameterConfig, ListenConfig, NodeConfig
 from ocs.net.server import DiameterServer
 from ocs.service import node_context
@@ -352,16 +352,7 @@ def _ids_on(msg):
 
 
 def cer(origin_host: str = CLIENT_HOST, auth=(CREDIT_CONTROL,), acct=()) -> CapabilitiesExchangeRequest:
-    m = _ids_on(CapabilitiesExchangeRequest())
-    m.origin_host = origin_host.encode()
-    m.origin_realm = REALM.encode()
-    m.host_ip_address = [LOOPBACK]
-    m.vendor_id = 0
-    m.product_name = "python-diameter"
-    m.supported_vendor_id = [VENDOR_3GPP]
-    m.auth_application_id = list(auth)
-    m.acct_application_id = list(acct)
-    return m
+    return python_diameter_cer(origin_host, REALM, next(_ids), next(_ids), auth, acct)
 
 
 def dwr() -> DeviceWatchdogRequest:

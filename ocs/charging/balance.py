@@ -115,10 +115,6 @@ def credit_money(balance: Balance, amount: int) -> list:
     return [[MAIN, amount]]
 
 
-def money_total(balance: Balance, now: int) -> int:
-    return sum(b.amount for b in balance.buckets if b.kind == MONEY and b.live(now))
-
-
 def summary(balance: Balance, now: int) -> dict:
     """Live totals by kind, for rated events and `ocs accounts show`."""
     buckets = balance.buckets

@@ -40,7 +40,7 @@ class RequestRefused(Exception):
 
 
 # RFC 6733 / 4006 AVP codes (all vendor 0) read by the one-pass reader below
-SESSION_ID, USER_NAME, EVENT_TIMESTAMP, TERMINATION_CAUSE = 263, 1, 55, 295
+SESSION_ID, USER_NAME, EVENT_TIMESTAMP = 263, 1, 55
 CC_REQUEST_NUMBER, CC_REQUEST_TYPE, SERVICE_CONTEXT_ID = 415, 416, 461
 SUBSCRIPTION_ID, SUBSCRIPTION_ID_DATA, SUBSCRIPTION_ID_TYPE = 443, 444, 450
 SUBSCRIPTION_ID_EXTENSION, REQUESTED_ACTION = 659, 436
@@ -135,7 +135,7 @@ def _service(avps, rating_group=None, service_id=None) -> ServiceRequest:
 
 def credit_request(msg: Message) -> CreditRequest:
     """The domain request of a grammar-checked CCR; RequestRefused if unusable."""
-    session_id = context = action = stamp = cause = user = None
+    session_id = context = action = stamp = user = None
     rtype = number = None
     identities: list = []
     mscc: list = []
@@ -176,8 +176,6 @@ def credit_request(msg: Message) -> CreditRequest:
             user = a.value
         elif c == EVENT_TIMESTAMP:
             stamp = a.value
-        elif c == TERMINATION_CAUSE:
-            cause = a.value
     if rtype not in (1, 2, 3, 4):
         raise RequestRefused(Result.INVALID_AVP_VALUE, f"CC-Request-Type {rtype}",
                              ("CC-Request-Type", rtype))
@@ -200,7 +198,7 @@ def credit_request(msg: Message) -> CreditRequest:
         session_id=session_id, request_type=rtype, number=number, context=context,
         identities=identities, action=None if action is None else _action(action),
         services=services, multiple_services=bool(mscc),
-        event_time=None if stamp is None else int(stamp.timestamp()), termination_cause=cause)
+        event_time=None if stamp is None else int(stamp.timestamp()))
 
 
 def _action(value: int):

@@ -54,7 +54,6 @@ class ServiceRequest:
     service_id: int | None = None
     requested: dict | None = None      # RSU as {UnitType: n}; {} = empty RSU; None = no RSU
     used: dict = attrs.Factory(dict)   # all USUs summed, {UnitType: n}
-    reporting_reason: int | None = None
 
 
 @attrs.define
@@ -68,7 +67,6 @@ class CreditRequest:
     services: list = attrs.Factory(list)        # [ServiceRequest]
     multiple_services: bool = True              # MSCC used (else command-level units)
     event_time: int | None = None
-    termination_cause: int | None = None
 
 
 @attrs.define
@@ -91,7 +89,6 @@ class Decision:
     failed_avp: tuple | None = None             # (AVP name, value) for Failed-AVP
     check_balance: int | None = None            # Check-Balance-Result: 0 enough, 1 no credit
     cost: tuple | None = None                   # (minor units, currency code) Cost-Information
-    granted: dict | None = None                 # event GSU (debited or refunded units)
     events: list = attrs.Factory(list)          # rated events (dicts) to write to the outbox
     session_closed: bool = False
     session: object = None                      # the session to store (None: none or closed)

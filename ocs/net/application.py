@@ -2,7 +2,9 @@
 
 Like a BRM Connection Manager running Facilities Modules, the node dispatches
 each (Application-Id, Command-Code) to one handler. A handler is an async
-callable `handler(request, context) -> Message` returning the answer; it only
+callable `handler(request, context) -> Message` returning the answer, or an
+object with `begin(request, context, respond)` that answers through the
+`respond` callback (no task per request: the credit-control handler); it only
 ever sees requests that passed the peer layer's checks (header bits, grammar,
 duplicates). Requests with no handler are answered 3001 by the peer layer, so
 nothing is granted by accident: credit control plugs in here when it lands.

@@ -143,14 +143,6 @@ class CreditControlHandler:
         self.store.submit(lambda txn: ledger.credit_control(txn, req, now, lambda d: render(msg, d)),
                           committed)
 
-    async def __call__(self, msg: Message, ctx: RequestContext):
-        """The same as `begin`, as a coroutine (the registry's generic handler form)."""
-        fut = asyncio.get_running_loop().create_future()
-        self.begin(msg, ctx, fut.set_result)
-        answer = await fut
-        if answer is None:
-            raise RuntimeError("credit-control request failed in the store")
-        return answer
 
 
 class Sweeper:
