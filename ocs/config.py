@@ -82,6 +82,37 @@ class ChargingConfig:
     """Seconds the answer of a finished session or event is kept for duplicate requests."""
     sweep_interval: float = 1.0
     """Seconds between runs of the sweeper that releases expired sessions (Tcc)."""
+    notice_interval: float = 0.1
+    """Seconds between looks for re-authorize/abort notices (RAR/ASR) the EM gateway queued."""
+
+
+@attrs.frozen
+class MasterConfig:
+    url: str = "sqlite:var/master.db"
+    """The master database: sqlite:PATH (embedded default) or postgresql://USER@HOST/DB."""
+
+
+@attrs.frozen
+class EmConfig:
+    poll_interval: float = 0.2
+    """Seconds between looks at the change log when no notification wakes the EM gateway
+    (SQLite has no LISTEN/NOTIFY; on PostgreSQL this is only a safety net)."""
+    batch: int = 500
+    """Most changes applied in one cache transaction."""
+
+
+@attrs.frozen
+class BrmConfig:
+    poll_interval: float = 0.5
+    """Seconds between looks at the outbox when it was found empty."""
+    batch: int = 1000
+    """Most rated events delivered to the master in one master transaction."""
+    snapshot_interval: float = 300.0
+    """Seconds between balance snapshots written to the master (0: never)."""
+    auto_bill: bool = False
+    """Run the bill run of a cycle (calendar month, UTC) once it has ended and its events are in."""
+    invoice_dir: str = "var/invoices"
+    """Folder the bill run writes invoices to (JSON, CSV and HTML per account)."""
 
 
 @attrs.frozen
@@ -99,11 +130,15 @@ class Config:
     diameter: DiameterConfig = DiameterConfig()
     store: StoreConfig = StoreConfig()
     charging: ChargingConfig = ChargingConfig()
+    master: MasterConfig = MasterConfig()
+    em: EmConfig = EmConfig()
+    brm: BrmConfig = BrmConfig()
     log: LogConfig = LogConfig()
 
 
 _SECTIONS = {"node": NodeConfig, "listen": ListenConfig, "diameter": DiameterConfig,
-             "store": StoreConfig, "charging": ChargingConfig, "log": LogConfig}
+             "store": StoreConfig, "charging": ChargingConfig, "master": MasterConfig,
+             "em": EmConfig, "brm": BrmConfig, "log": LogConfig}
 
 
 class ConfigError(Exception):
@@ -163,6 +198,16 @@ _RULES = {
     ("charging", "tcc_factor"): (_number(1, 100, True), "an integer 1..100"),
     ("charging", "answer_retention"): (_number(0, None, True), "seconds, 0 or more"),
     ("charging", "sweep_interval"): (_number(0.01), "seconds, at least 0.01"),
+    ("charging", "notice_interval"): (_number(0.01), "seconds, at least 0.01"),
+    ("master", "url"): (lambda v: _is_str(v) and v.startswith(("sqlite:", "postgresql://", "postgres://")),
+                        "sqlite:PATH or postgresql://..."),
+    ("em", "poll_interval"): (_number(0.01), "seconds, at least 0.01"),
+    ("em", "batch"): (_number(1, 100000, True), "an integer 1..100000"),
+    ("brm", "poll_interval"): (_number(0.01), "seconds, at least 0.01"),
+    ("brm", "batch"): (_number(1, 100000, True), "an integer 1..100000"),
+    ("brm", "snapshot_interval"): (_number(0), "seconds, 0 (never) or more"),
+    ("brm", "auto_bill"): (lambda v: isinstance(v, bool), "true or false"),
+    ("brm", "invoice_dir"): (lambda v: _is_str(v) and v != "", "a folder path string"),
     ("log", "level"): (lambda v: v in ("debug", "info", "warning", "error"), "debug, info, warning or error"),
     ("log", "format"): (lambda v: v in ("text", "json"), "text or json"),
 }

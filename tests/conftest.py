@@ -24,3 +24,25 @@ def client_identity():
 settings.register_profile("ocs", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ocs")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    from pgserver import Server
+    server = Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def master_url(request, tmp_path):
+    """A fresh, empty master database: SQLite in a temp dir, then a real PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:{tmp_path / 'master.db'}"
+        return
+    server = request.getfixturevalue("pg_server")
+    if server.url is None:
+        pytest.fail(f"PostgreSQL tests cannot run: {server.why}")
+    url, name = server.database()
+    yield url
+    server.drop(name)

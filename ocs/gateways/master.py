@@ -1,0 +1,337 @@
+"""The master database: customers, accounts, plans, top-ups, change log, rated events, bills.
+
+It plays BRM's database (../shared/reference/brm-ece.md A.1): it owns
+customer and product data and payments; the LMDB cache owns live balances and
+reservations. SQLite (stdlib) is the embedded default, PostgreSQL (psycopg 3)
+the real deployment; one code path serves both (SQL is written with ``?``
+placeholders and the few differences are in ``migrations.py``).
+
+Every change an EM gateway must see goes through this API, which appends to
+``change_log`` in the same transaction as the change. Change-log order is
+commit order: SQLite serialises writers (``BEGIN IMMEDIATE``); on PostgreSQL a
+transaction-scoped advisory lock is taken before the sequence is drawn, so a
+follower that has read up to N never later finds a smaller committed number.
+PostgreSQL also sends ``NOTIFY ocs_changes`` on commit to wake the EM gateway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from typing import Iterator
+
+from ..charging.model import ACCOUNT_STATUSES, MONEY
+from ..charging.records import RecordError, plan_from_dict
+from ..charging.units import CURRENCIES
+from .migrations import LATEST, MIGRATIONS
+
+CHANNEL = "ocs_changes"
+_LOCK_KEY = 0x6F6373  # advisory lock serialising change-log writers ("ocs")
+ENTITIES = ("plan", "account", "adjustment", "customer")
+
+
+class MasterError(Exception):
+    """A bad request to the master or a database it cannot use; the message says which."""
+
+
+def connect(url: str) -> "Master":
+    if url.startswith("sqlite:"):
+        path = url[len("sqlite:"):]
+        if path.startswith("//"):
+            path = path[2:]
+        if path != ":memory:" and os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as e:
+            raise MasterError(f"cannot open {url}: {e}") from None
+        return Master(conn, "sqlite", url)
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            import psycopg
+        except ImportError:
+            raise MasterError("PostgreSQL needs psycopg 3: pip install 'ocs[postgres]'") from None
+        try:
+            conn = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as e:
+            raise MasterError(f"cannot connect to {url}: {str(e).strip()}") from None
+        return Master(conn, "postgresql", url)
+    raise MasterError(f"master url {url!r}: expected sqlite:PATH or postgresql://...")
+
+
+class Cursor:
+    """One transaction's statements, ``?`` placeholders on both engines."""
+
+    def __init__(self, master: "Master"):
+        self.m = master
+        self.cur = master.conn.cursor()
+
+    def execute(self, sql: str, params: tuple = ()) -> "Cursor":
+        self.cur.execute(self.m.sql(sql), params)
+        return self
+
+    def executemany(self, sql: str, rows: list) -> int:
+        self.cur.executemany(self.m.sql(sql), rows)
+        return self.cur.rowcount
+
+    def one(self, sql: str, params: tuple = ()):
+        return self.execute(sql, params).cur.fetchone()
+
+    def all(self, sql: str, params: tuple = ()) -> list:
+        return self.execute(sql, params).cur.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self.cur.rowcount
+
+
+class Master:
+    def __init__(self, conn, dialect: str, url: str):
+        self.conn, self.dialect, self.url = conn, dialect, url
+        self._streams = 0
+
+    def sql(self, text: str) -> str:
+        return text if self.dialect == "sqlite" else text.replace("?", "%s")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def ordered(self, column: str) -> str:
+        """``column`` sorted by code point on both engines (as Python compares strings):
+        SQLite's default is already bytewise; PostgreSQL's may follow the locale."""
+        return column if self.dialect == "sqlite" else f'{column} COLLATE "C"'
+
+    @contextlib.contextmanager
+    def transaction(self, snapshot: bool = False) -> Iterator[Cursor]:
+        """A write transaction (or, with ``snapshot``, one consistent read view)."""
+        errors = self._errors()
+        try:
+            if self.dialect == "sqlite":
+                self.conn.execute("BEGIN" if snapshot else "BEGIN IMMEDIATE")
+                try:
+                    yield Cursor(self)
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+                self.conn.execute("COMMIT")
+            else:
+                with self.conn.transaction():
+                    cur = Cursor(self)
+                    if snapshot:
+                        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    yield cur
+        except errors as e:
+            raise MasterError(f"{self.dialect}: {str(e).strip()}") from None
+
+    def _errors(self) -> tuple:
+        if self.dialect == "sqlite":
+            return (sqlite3.Error,)
+        import psycopg
+        return (psycopg.Error,)
+
+    def stream(self, cur: Cursor, sql: str, params: tuple = (), size: int = 5000) -> Iterator[tuple]:
+        """Rows of a large query without holding them all (a server-side cursor on PostgreSQL)."""
+        if self.dialect == "sqlite":
+            c = self.conn.cursor()
+            c.execute(sql, params)
+        else:
+            self._streams += 1
+            c = self.conn.cursor(name=f"ocs_stream_{self._streams}")
+            c.itersize = size
+            c.execute(self.sql(sql), params)
+        while True:
+            rows = c.fetchmany(size)
+            if not rows:
+                break
+            yield from rows
+        c.close()
+
+    # -- schema ------------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        """Apply the migrations not yet applied, each in its own transaction."""
+        applied = []
+        with self.transaction() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, "
+                        "description TEXT NOT NULL, applied_at BIGINT NOT NULL)")
+        for version, description, statements in MIGRATIONS:
+            with self.transaction() as cur:
+                if self.dialect == "postgresql":
+                    cur.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK_KEY + 1,))
+                if cur.one("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)):
+                    continue
+                for st in statements:
+                    cur.execute(st[self.dialect] if isinstance(st, dict) else st)
+                if version == 1:
+                    cur.execute("INSERT INTO master_meta (key, value) VALUES ('master_id', ?)",
+                                (os.urandom(8).hex(),))
+                cur.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                            (version, description, int(time.time())))
+                applied.append(version)
+        return applied
+
+    def schema_version(self) -> int:
+        with self.transaction(snapshot=True) as cur:
+            try:
+                row = cur.one("SELECT max(version) FROM schema_migrations")
+            except Exception:
+                return 0
+        return row[0] or 0
+
+    def check_schema(self) -> None:
+        version = self.schema_version()
+        if version != LATEST:
+            raise MasterError(f"{self.url}: schema version {version}, this ocs needs {LATEST}"
+                              " (run `ocs em-gateway --migrate`)")
+
+    def master_id(self) -> str:
+        with self.transaction(snapshot=True) as cur:
+            return cur.one("SELECT value FROM master_meta WHERE key = 'master_id'")[0]
+
+    # -- changes -----------------------------------------------------------------
+    def _log(self, cur: Cursor, entity: str, key: str) -> None:
+        if self.dialect == "postgresql":
+            cur.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK_KEY,))
+        cur.execute("INSERT INTO change_log (entity, key, at_us) VALUES (?, ?, ?)",
+                    (entity, key, time.time_ns() // 1000))
+        if self.dialect == "postgresql":
+            cur.execute(f"NOTIFY {CHANNEL}")
+
+    def put_customer(self, id: str, name: str = "", email: str = "", address: str = "") -> None:
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO customers (id, name, email, address, created_at) VALUES "
+                        "(?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+                        "email = excluded.email, address = excluded.address",
+                        (id, name, email, address, int(time.time())))
+            self._log(cur, "customer", id)
+
+    def put_plan(self, body: dict) -> None:
+        """Create or replace a plan (the format of ``ocs/demo_data.toml``, plus an optional
+        ``tax = {name, rate_bp}``: basis points, 2500 = 25 %)."""
+        try:
+            plan_from_dict(body)
+        except RecordError as e:
+            raise MasterError(str(e)) from None
+        tax = body.get("tax")
+        if tax is not None and not (isinstance(tax, dict) and isinstance(tax.get("rate_bp"), int)
+                                    and 0 <= tax["rate_bp"] <= 100000):
+            raise MasterError(f"plan {body['id']}: tax must be {{name, rate_bp}} with 0 <= rate_bp")
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO plans (id, body, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) "
+                        "DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                        (body["id"], json.dumps(body, sort_keys=True), int(time.time())))
+            self._log(cur, "plan", body["id"])
+
+    def put_account(self, id: str, plan_id: str, currency: str = "EUR", status: str = "active",
+                    credit_limit: int = 0, identities: tuple = (), name: str = "",
+                    customer_id: str | None = None) -> None:
+        """Create or replace an account and its identities (identity keys, see
+        ``ocs.charging.provision.parse_identity``)."""
+        if status not in ACCOUNT_STATUSES:
+            raise MasterError(f"account {id}: status {status!r} is not one of {', '.join(ACCOUNT_STATUSES)}")
+        if currency not in CURRENCIES:
+            raise MasterError(f"account {id}: unknown currency {currency!r}")
+        if not isinstance(credit_limit, int) or credit_limit < 0:
+            raise MasterError(f"account {id}: credit_limit must be an integer >= 0 (minor units)")
+        with self.transaction() as cur:
+            row = cur.one("SELECT body FROM plans WHERE id = ?", (plan_id,))
+            if row is None:
+                raise MasterError(f"account {id}: no plan {plan_id!r}")
+            if json.loads(row[0]).get("currency", "EUR") != currency:
+                raise MasterError(f"account {id}: plan {plan_id} does not price in {currency}")
+            old = cur.one("SELECT currency FROM accounts WHERE id = ?", (id,))
+            if old is not None and old[0] != currency:
+                raise MasterError(f"account {id}: currency cannot change ({old[0]} -> {currency})")
+            for ident in identities:
+                owner = cur.one("SELECT account_id FROM identities WHERE identity = ?", (ident,))
+                if owner is not None and owner[0] != id:
+                    raise MasterError(f"identity {ident} already belongs to account {owner[0]}")
+            cur.execute("INSERT INTO accounts (id, customer_id, plan_id, currency, status, credit_limit,"
+                        " name, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
+                        " SET customer_id = excluded.customer_id, plan_id = excluded.plan_id,"
+                        " status = excluded.status, credit_limit = excluded.credit_limit,"
+                        " name = excluded.name, updated_at = excluded.updated_at",
+                        (id, customer_id, plan_id, currency, status, credit_limit, name,
+                         int(time.time())))
+            cur.execute("DELETE FROM identities WHERE account_id = ?", (id,))
+            for ident in identities:
+                cur.execute("INSERT INTO identities (identity, account_id) VALUES (?, ?)", (ident, id))
+            self._log(cur, "account", id)
+
+    def set_status(self, id: str, status: str) -> None:
+        if status not in ACCOUNT_STATUSES:
+            raise MasterError(f"status {status!r} is not one of {', '.join(ACCOUNT_STATUSES)}")
+        with self.transaction() as cur:
+            cur.execute("UPDATE accounts SET status = ?, updated_at = ? WHERE id = ?",
+                        (status, int(time.time()), id))
+            if cur.rowcount != 1:
+                raise MasterError(f"no account {id!r}")
+            self._log(cur, "account", id)
+
+    def add_adjustment(self, id: str, account_id: str, amount: int, kind: str = MONEY,
+                       reason: str = "top_up", bucket: str | None = None,
+                       expires: int | None = None, rating_groups: tuple | None = None) -> bool:
+        """Record a top-up or adjustment once (by ``id``). False when it was already recorded
+        with the same content; a different one under the same id is refused."""
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0:
+            raise MasterError(f"adjustment {id}: amount must be a non-zero integer")
+        if amount < 0 and (kind != MONEY or bucket or expires):
+            raise MasterError(f"adjustment {id}: only money into the main balance can be negative")
+        if reason == "top_up" and amount < 0:
+            raise MasterError(f"adjustment {id}: a top-up must be positive")
+        rgs = json.dumps(list(rating_groups)) if rating_groups else None
+        row = (id, account_id, reason, kind, amount, bucket, expires, rgs)
+        with self.transaction() as cur:
+            old = cur.one("SELECT id, account_id, reason, kind, amount, bucket, expires, rating_groups"
+                          " FROM adjustments WHERE id = ?", (id,))
+            if old is not None:
+                if tuple(old) != row:
+                    raise MasterError(f"adjustment {id} exists with other content")
+                return False
+            if cur.one("SELECT 1 FROM accounts WHERE id = ?", (account_id,)) is None:
+                raise MasterError(f"adjustment {id}: no account {account_id!r}")
+            cur.execute("INSERT INTO adjustments (id, account_id, reason, kind, amount, bucket, expires,"
+                        " rating_groups, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        row + (int(time.time()),))
+            self._log(cur, "adjustment", id)
+        return True
+
+    # -- reads -------------------------------------------------------------------
+    def changes_after(self, seq: int, limit: int) -> list[tuple]:
+        """(seq, entity, key, at_us) of committed changes after ``seq``, in order."""
+        with self.transaction(snapshot=True) as cur:
+            return [tuple(r) for r in cur.all(
+                "SELECT seq, entity, key, at_us FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit))]
+
+    @staticmethod
+    def last_change(cur: Cursor) -> int:
+        return cur.one("SELECT coalesce(max(seq), 0) FROM change_log")[0]
+
+    ACCOUNT_COLUMNS = "id, plan_id, currency, status, credit_limit, name, customer_id"
+    ADJUSTMENT_COLUMNS = "id, account_id, reason, kind, amount, bucket, expires, rating_groups"
+
+    @staticmethod
+    def account(cur: Cursor, id: str) -> tuple | None:
+        """(account row, identities) or None."""
+        row = cur.one(f"SELECT {Master.ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (id,))
+        if row is None:
+            return None
+        idents = [r[0] for r in cur.all("SELECT identity FROM identities WHERE account_id = ? "
+                                        "ORDER BY identity", (id,))]
+        return tuple(row), idents
+
+    @staticmethod
+    def plan(cur: Cursor, id: str) -> dict | None:
+        row = cur.one("SELECT body FROM plans WHERE id = ?", (id,))
+        return json.loads(row[0]) if row else None
+
+    @staticmethod
+    def adjustment(cur: Cursor, id: str) -> tuple | None:
+        row = cur.one(f"SELECT {Master.ADJUSTMENT_COLUMNS} FROM adjustments WHERE id = ?", (id,))
+        return tuple(row) if row else None
