@@ -1,4 +1,5 @@
-"""Composition root of `ocs serve`: dictionaries, identity, handlers, listener, signals.
+"""Composition root of `ocs serve`: dictionaries, identity, handlers, listener, signals,
+the Tcc sweeper and the RAR/ASR notice poller.
 
 Start-up refuses to continue on a broken dictionary or config. SIGTERM/SIGINT
 stop accepting, send DPR on every open connection, wait for the DPAs (bounded
@@ -27,6 +28,7 @@ from .net.application import HandlerRegistry
 from .net.connection import NodeContext
 from .net.credit_control import (CREDIT_CONTROL_APPLICATION, CREDIT_CONTROL_COMMAND, AsyncStore,
                                  CreditControlHandler, Sweeper)
+from .net.notices import NoticeSender
 from .net.server import DiameterServer
 from .store.lmdb import LmdbStore
 
@@ -118,11 +120,14 @@ async def _serve(config: Config, node: NodeContext, store: LmdbStore, ready, sto
         astore, books, node.dictionary, node.local.origin_host, node.local.origin_realm, clock))
     log.info("handlers: %s", node.registry.keys())
     sweeper = Sweeper(astore, books, config.charging.sweep_interval, clock)
+    # RAR/ASR for the notices the EM gateway queues (account topped up, suspended, closed)
+    notices = NoticeSender(astore, node, config.charging.notice_interval, clock)
     server = DiameterServer(node)
     await server.start(config.listen.address, config.listen.port)
     if started is not None:
         started(server)
     sweeper.start()
+    notices.start()
     # Each CCR allocates a few hundred short-lived objects: with the default
     # 700-allocation young generation the cyclic GC runs every couple of requests.
     # Start-up objects (dictionaries) are moved out of its way, and it runs less often.
@@ -142,5 +147,6 @@ async def _serve(config: Config, node: NodeContext, store: LmdbStore, ready, sto
     await stop.wait()
     log.info("stopping: sending DPR to %d peer(s)", len(server.connections))
     await sweeper.stop()
+    await notices.stop()
     await server.stop()
     log.info("stopped")

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 import lmdb
 import pytest
 
-from ocs.store.base import SCHEMA_KEY, SchemaMismatch, StoreClosed, StoreError, StoreFull
+from ocs.store.base import SCHEMA_KEY, SCHEMA_VERSION, SchemaMismatch, StoreClosed, StoreError, StoreFull
 from ocs.store.lmdb import LmdbStore
 
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "store_crash_child.py")
@@ -105,11 +105,11 @@ def test_schema_version_written_and_mismatch_refused(tmp_path):
     env = lmdb.open(path, max_dbs=16)
     meta = env.open_db(b"meta")
     with env.begin(db=meta) as txn:
-        assert txn.get(SCHEMA_KEY) == b"1"
+        assert txn.get(SCHEMA_KEY) == str(SCHEMA_VERSION).encode()
     with env.begin(write=True, db=meta) as txn:
         txn.put(SCHEMA_KEY, b"99")
     env.close()
-    with pytest.raises(SchemaMismatch, match="99 found, 1 expected"):
+    with pytest.raises(SchemaMismatch, match=f"99 found, {SCHEMA_VERSION} expected"):
         LmdbStore(path)
     with pytest.raises(SchemaMismatch):
         LmdbStore(path, readonly=True)

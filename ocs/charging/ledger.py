@@ -12,7 +12,12 @@ Keys (docs/records.md): accounts/plans/balances/sessions by id (UTF-8);
 identities by identity key -> account id; answers by Session-Id -> 4-octet
 CC-Request-Number + the encoded answer; expiry by 8-octet big-endian second
 + b"s" (session Tcc) or b"a" (answer retention) + Session-Id; outbox by
-8-octet big-endian sequence.
+8-octet big-endian sequence; account_sessions by account id + b"\0" +
+Session-Id (empty value): the open sessions of each account, kept here
+wherever a session is opened, closed or expired, so that notices.py finds
+them without a scan. Each stored session records the Origin-Host of its
+latest CCR (`Session.peer`): a session may move to another peer after a
+failover, and a RAR or ASR must go to the one that holds it now.
 
 CC-level duplicates (RFC 8506 §5.1): a request whose (Session-Id,
 CC-Request-Number) equals the last one answered gets that answer again and
@@ -41,6 +46,11 @@ _U64 = struct.Struct(">Q")
 
 def expiry_key(when: int, kind: bytes, key: str) -> bytes:
     return _U64.pack(max(0, when)) + kind + key.encode()
+
+
+def account_session_key(account_id: str, session_id: str) -> bytes:
+    """Key of the account_sessions index: account id + NUL + Session-Id."""
+    return account_id.encode() + b"\0" + session_id.encode()
 
 
 def store_id(txn) -> str:
@@ -119,11 +129,15 @@ class Ledger:
             txn.delete("expiry", expiry_key(old_expiry, b"s", req.session_id))
         new: Session | None = d.session
         if new is not None:
+            new.peer = req.origin_host or new.peer
             txn.put("sessions", sid, encode_session(new))
             txn.put("expiry", expiry_key(new.expires_at, b"s", req.session_id), b"")
+            if session is None:
+                txn.put("account_sessions", account_session_key(new.account_id, req.session_id), b"")
         else:
             if session is not None:
                 txn.delete("sessions", sid)
+                txn.delete("account_sessions", account_session_key(session.account_id, req.session_id))
             txn.put("expiry", expiry_key(now + self.answer_retention, b"a", req.session_id), b"")
         append_events(txn, d.events, now)
         answer = render(d)
@@ -152,6 +166,7 @@ class Ledger:
                 continue
             self._release(txn, session, now)
             txn.delete("sessions", key[9:])
+            txn.delete("account_sessions", account_session_key(session.account_id, sid))
             txn.put("expiry", expiry_key(now + self.answer_retention, b"a", sid), b"")
         return done
 

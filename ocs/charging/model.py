@@ -218,6 +218,7 @@ class Session:
     expires_at: int
     services: dict = attrs.Factory(dict)    # service key -> ServiceState
     recent: list = attrs.Factory(list)      # numbers processed in (number - WINDOW, number]
+    peer: str = ""                          # Origin-Host of the latest CCR: where RAR/ASR go
 
     WINDOW = 32
 

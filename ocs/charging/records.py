@@ -91,7 +91,7 @@ def encode_session(s: Session) -> bytes:
                    "updated": s.updated_at, "expires": s.expires_at, "services": [
                        [q.rating_group, q.service_id, int(q.unit), q.granted, q.impacts, q.final,
                         q.used, q.charged, q.energy_at, q.stopped_at, q.idle_minutes, q.expires]
-                       for q in s.services.values()], "recent": s.recent})
+                       for q in s.services.values()], "recent": s.recent, "peer": s.peer})
 
 
 _UNIT_TYPES = tuple(UnitType)      # CC-Unit-Type by value, without the Enum call's cost
@@ -105,7 +105,8 @@ def decode_session(raw: bytes) -> Session:
                                                       final, used, charged, e_at, s_at, idle,
                                                       rest[0] if rest else None)
     return Session(d["id"], d["account"], d["identity"], d["context"], d["number"], d["opened"],
-                   d["updated"], d["expires"], services, d.get("recent", [d["number"]]))
+                   d["updated"], d["expires"], services, d.get("recent", [d["number"]]),
+                   d.get("peer", ""))
 
 
 # -- plans -------------------------------------------------------------------
@@ -230,3 +231,11 @@ def encode_event(e: dict) -> bytes:
 
 def decode_event(raw: bytes) -> dict:
     return _load(raw, "rated event")
+
+
+def encode_notice(n: dict) -> bytes:
+    return _dumps({"v": VERSION, **n})
+
+
+def decode_notice(raw: bytes) -> dict:
+    return _load(raw, "notice")

@@ -67,6 +67,7 @@ class CreditRequest:
     services: list = attrs.Factory(list)        # [ServiceRequest]
     multiple_services: bool = True              # MSCC used (else command-level units)
     event_time: int | None = None
+    origin_host: str = ""                       # the client that sent it (RAR/ASR go there)
 
 
 @attrs.define

@@ -7,8 +7,8 @@ than the open connection's CER (the peer restarted and lost its state, RFC 6733
 §8.16), or the open connection's watchdog is no longer OKAY (a DWR went
 unanswered). Then the open connection is a leftover and is aborted in favour of
 the new one. A restarted peer that sends no Origin-State-Id is therefore
-refused until its old connection's watchdog notices, within about 2 x Tw. Later releases route
-server-initiated requests (RAR, ASR) to a session's peer through this table.
+refused until its old connection's watchdog notices, within about 2 x Tw. Server-initiated
+requests (RAR, ASR: ocs/net/notices.py) find the connection of a session's peer here.
 """
 
 from __future__ import annotations
@@ -57,6 +57,10 @@ class PeerTable:
 
     def get(self, origin_host: str) -> "DiameterConnection | None":
         return self._by_host.get(origin_host.lower())
+
+    def hosts(self) -> frozenset:
+        """The (lower-case) Origin-Hosts with an open connection here."""
+        return frozenset(self._by_host)
 
     def __len__(self) -> int:
         return len(self._by_host)

@@ -44,11 +44,12 @@ from typing import Any, Callable, ContextManager, Iterator, Literal, Protocol
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-"""Bump when the layout of any database changes; a store of another version is refused."""
+SCHEMA_VERSION = 2
+"""Bump when the layout of any database changes; a store of another version is refused.
+2: ``account_sessions`` (open sessions by account) and ``notices`` (RAR/ASR queue)."""
 
 DATABASES = ("meta", "accounts", "identities", "plans", "balances", "sessions", "expiry",
-             "answers", "outbox")
+             "answers", "outbox", "account_sessions", "notices")
 """The named databases of one environment. ``meta`` holds the schema version and sequences."""
 
 SCHEMA_KEY = b"schema_version"

@@ -205,7 +205,8 @@ class LmdbStore(GroupCommitter):
 
     def _mismatch(self, found: str) -> str:
         return (f"store {self.path}: schema version {found} found, {SCHEMA_VERSION} expected; "
-                f"run the matching ocs release or move the directory aside and reload")
+                f"run the matching ocs release, or move the directory aside and reload the "
+                f"cache from the master database (`ocs em-gateway` into an empty --store)")
 
     # -- public API --------------------------------------------------------------
 

@@ -1,0 +1,395 @@
+"""Server-initiated RAR and ASR (RFC 8506 §5.5, RFC 6733 §8.3 and §8.5) to the
+peer that holds a session, from the notices the EM gateway queues.
+
+First the store side on a real LMDB in a temp dir: the account_sessions index
+the ledger keeps, queue_notices and take_notices. Then the node in process
+(its own event-loop thread, real TCP on 127.0.0.1 port 0, the same LMDB) with
+python-diameter message classes over a plain socket as the P-GW, and the test
+writing to the store the way the EM gateway does: the account change and
+queue_notices in one write transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import tomllib
+
+import lmdb
+import orjson
+import pytest
+from diameter.message import Message as PdMessage
+from diameter.message.commands import (AbortSessionRequest, CreditControlAnswer, ReAuthRequest)
+
+from charging_peer import (DATA_FILE, INITIAL, MSISDN, PGW_A, PGW_B, RATING_GROUP, REALM,
+                           SERVER_HOST, TERMINATION, TIMEOUT, UPDATE, RawPeer, ccr, rsu_octets,
+                           usu_octets)
+from ocs.charging import provision as prov
+from ocs.charging.ledger import Ledger, account_session_key
+from ocs.charging.mapping import credit_request
+from ocs.charging.notices import queue_notices, take_notices
+from ocs.charging.records import decode_balance, decode_notice, decode_session, encode_session
+from ocs.charging.requests import CreditRequest, RequestType, ServiceRequest
+from ocs.config import ChargingConfig, Config, ListenConfig, NodeConfig, StoreConfig
+from ocs.diameter.message import decode_message, request
+from ocs.service import open_store, serve
+from ocs.store.base import SCHEMA_KEY, SchemaMismatch
+from ocs.store.lmdb import LmdbStore
+
+
+# ------------------------------------------------------------------ the store side
+@pytest.fixture
+def store(tmp_path):
+    with LmdbStore(str(tmp_path / "s")) as st:
+        st.write(lambda t: prov.load_data(t, tomllib.loads(DATA_FILE), 0))
+        yield st
+
+
+def open_session(store, sid, account, peer, now=100):
+    def render(d):
+        return str(int(d.result_code)).encode()
+    req = CreditRequest(sid, RequestType.INITIAL, 0, "32251@3gpp.org", [f"e164:{MSISDN[account]}"],
+                        services=[ServiceRequest(RATING_GROUP, None, {}, {})], origin_host=peer)
+    assert store.write(lambda t: Ledger().credit_control(t, req, now, render))[0] == b"2001"
+
+
+def index(store, account=None):
+    with store.read() as t:
+        keys = [k for k, _ in t.items("account_sessions")]
+    return [k for k in keys if account is None or k.startswith(account.encode() + b"\0")]
+
+
+def queued(store):
+    with store.read() as t:
+        return [(int.from_bytes(k, "big"), decode_notice(v)) for k, v in t.items("notices")]
+
+
+def test_queue_notices_one_per_open_session_of_the_account(store):
+    open_session(store, "s1", "alice", PGW_A)
+    open_session(store, "s2", "alice", PGW_B)
+    open_session(store, "s3", "rita", PGW_A)
+    assert index(store) == [account_session_key("alice", "s1"), account_session_key("alice", "s2"),
+                            account_session_key("rita", "s3")]
+    assert store.write(lambda t: queue_notices(t, "alice", "reauth", 500, "topped up")) == 2
+    assert queued(store) == [
+        (1, {"v": 1, "session": "s1", "peer": PGW_A, "action": "reauth", "account": "alice",
+             "reason": "topped up", "queued": 500}),
+        (2, {"v": 1, "session": "s2", "peer": PGW_B, "action": "reauth", "account": "alice",
+             "reason": "topped up", "queued": 500})]
+    # an account id that is a prefix of another's sees only its own sessions
+    assert store.write(lambda t: queue_notices(t, "ali", "abort", 501, "closed")) == 0
+    assert store.write(lambda t: queue_notices(t, "nobody", "abort", 501, "closed")) == 0
+    assert len(queued(store)) == 2
+    with pytest.raises(ValueError, match="reauth, abort"):
+        store.write(lambda t: queue_notices(t, "alice", "suspend", 501, "x"))
+
+
+def test_stale_index_entry_is_dropped_and_old_records_have_no_peer(store):
+    open_session(store, "s1", "alice", PGW_A)
+    store.write(lambda t: t.put("account_sessions", account_session_key("alice", "gone"), b""))
+    assert store.write(lambda t: queue_notices(t, "alice", "abort", 1, "closed")) == 1
+    assert index(store, "alice") == [account_session_key("alice", "s1")]
+    # a session record of format 1 written before peers were kept: peer "", not noticed
+    with store.read() as t:
+        record = orjson.loads(t.get("sessions", b"s1"))
+    assert record["peer"] == PGW_A
+    del record["peer"]
+    old = decode_session(orjson.dumps(record))
+    assert old.peer == "" and decode_session(encode_session(old)).peer == ""
+    store.write(lambda t: t.put("sessions", b"s1", orjson.dumps(record)))
+    assert store.write(lambda t: queue_notices(t, "alice", "abort", 2, "closed")) == 0
+
+
+def test_take_notices_claims_own_peers_and_drops_unclaimed_after_grace(store):
+    for n, (sid, account, peer) in enumerate([("a1", "alice", PGW_A), ("b1", "rita", PGW_B),
+                                              ("a2", "fred", PGW_A.upper())]):
+        open_session(store, sid, account, peer)
+        store.write(lambda t: queue_notices(t, account, "reauth", 1000 + n, "r"))
+    store.write(lambda t: t.put("notices", (99).to_bytes(8, "big"), b"not json"))
+    hosts = frozenset({PGW_A})
+    got = store.write(lambda t: take_notices(t, hosts, 1001, 2, limit=1))
+    assert [(n["session"], n["seq"], mine) for n, mine in got] == [("a1", 1, True)]
+    got = store.write(lambda t: take_notices(t, hosts, 1001, 2))
+    assert [(n.get("session"), mine) for n, mine in got] == [("a2", True), (None, False)]
+    assert "not JSON" in got[1][0]["error"]
+    assert [n["session"] for _, n in queued(store)] == ["b1"]      # another worker's, still young
+    got = store.write(lambda t: take_notices(t, hosts, 1003, 2))
+    assert [(n["session"], n["peer"], mine) for n, mine in got] == [("b1", PGW_B, False)]
+    assert queued(store) == []
+
+
+def test_ledger_keeps_the_index_and_the_latest_peer(store):
+    ledger = Ledger()
+
+    def run(rtype, number, peer, now):
+        req = CreditRequest("s1", rtype, number, "32251@3gpp.org", [f"e164:{MSISDN['alice']}"],
+                            services=[ServiceRequest(RATING_GROUP, None, {}, {})], origin_host=peer)
+        return store.write(lambda t: ledger.credit_control(t, req, now, lambda d: b""))[1]
+
+    run(RequestType.INITIAL, 0, PGW_A, 100)
+    run(RequestType.UPDATE, 1, PGW_B, 110)                  # the session moved (failover)
+    with store.read() as t:
+        assert decode_session(t.get("sessions", b"s1")).peer == PGW_B
+    assert index(store, "alice") == [account_session_key("alice", "s1")]
+    run(RequestType.TERMINATION, 2, PGW_B, 120)
+    assert index(store) == []
+    open_session(store, "s2", "alice", PGW_A, now=200)
+    assert store.write(lambda t: ledger.expire(t, 200 + 2 * 60 + 1)) >= 1   # Tcc: 2 x 60 s
+    assert index(store) == []
+    assert store.write(lambda t: queue_notices(t, "alice", "reauth", 400, "r")) == 0
+    assert queued(store) == []
+
+
+def test_credit_request_reads_origin_host(dictionary):
+    msg = request(dictionary, "Credit-Control-Request", [
+        ("Session-Id", "pgw;1"), ("Origin-Host", "pgw-a.example.net"), ("Origin-Realm", REALM),
+        ("Destination-Realm", REALM), ("Auth-Application-Id", 4), ("Service-Context-Id", "c"),
+        ("CC-Request-Type", 2), ("CC-Request-Number", 1)], hop_by_hop=1, end_to_end=2)
+    decoded, errors = decode_message(msg.encode(), dictionary)
+    assert errors == [] and credit_request(decoded).origin_host == "pgw-a.example.net"
+
+
+def test_store_of_schema_1_is_refused_with_what_to_do(tmp_path):
+    path = str(tmp_path / "old")
+    LmdbStore(path).close()
+    env = lmdb.open(path, max_dbs=16)
+    with env.begin(write=True, db=env.open_db(b"meta")) as txn:
+        txn.put(SCHEMA_KEY, b"1")
+    env.close()
+    with pytest.raises(SchemaMismatch, match="1 found, 2 expected.*reload"):
+        LmdbStore(path)
+
+
+# ------------------------------------------------------------------ the node, in process
+class Clock:
+    """Wall clock the test can move forward (Tcc expiry)."""
+
+    def __init__(self):
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead
+
+
+class NodeThread:
+    """`serve()` in its own thread and event loop on 127.0.0.1:0, store in tmp_path."""
+
+    def __init__(self, tmp_path, load: bool = True):
+        self.clock = Clock()
+        self.config = Config(node=NodeConfig(origin_host=SERVER_HOST, origin_realm=REALM),
+                             listen=ListenConfig("127.0.0.1", 0),
+                             store=StoreConfig(path=str(tmp_path / "store")),
+                             charging=ChargingConfig(sweep_interval=0.05, notice_interval=0.05))
+        self.store = open_store(self.config)
+        if load:
+            self.store.write(lambda t: prov.load_data(t, tomllib.loads(DATA_FILE), int(self.clock())))
+        self.port = 0
+        self._listening = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._thread.start()
+        assert self._listening.wait(10), "the node did not start listening"
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+
+        def started(server) -> None:
+            self.port = server.port
+            self._listening.set()
+        await serve(self.config, None, self._stop, self.store, self.clock, started)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(15)
+        self.store.close()
+
+    def gateway(self, fn):
+        """One write transaction as the EM gateway makes it: fn(txn, now)."""
+        now = int(self.clock())
+        return self.store.write(lambda t: fn(t, now))
+
+    def main_bucket(self, account: str) -> tuple[int, int]:
+        with self.store.read() as t:
+            b = decode_balance(t.get("balances", account.encode())).bucket("main")
+        return b.amount, b.reserved
+
+
+@pytest.fixture
+def node(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="ocs")
+    n = NodeThread(tmp_path)
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+class Gateway(RawPeer):
+    """A P-GW on one connection that also answers the node's RAR and ASR."""
+
+    def expect(self, kind, within: float = 1.0):
+        self.sock.settimeout(within)
+        try:
+            frame = self.recv_frame()
+        finally:
+            self.sock.settimeout(TIMEOUT)
+        msg = PdMessage.from_bytes(frame)
+        assert isinstance(msg, kind), msg
+        return msg
+
+    def answer(self, req, result_code: int) -> None:
+        ans = req.to_answer()
+        ans.session_id = req.session_id
+        ans.result_code = result_code
+        ans.origin_host = self.origin_host.encode()
+        ans.origin_realm = REALM.encode()
+        self.send(ans)
+
+    def open(self, sid: str, account: str):
+        _, cca = self.exchange(ccr(sid, INITIAL, 0, self.origin_host, msisdn=MSISDN[account],
+                                   mscc=[(RATING_GROUP, rsu_octets(), None)]))
+        assert isinstance(cca, CreditControlAnswer) and cca.result_code == 2001, cca
+        return cca
+
+
+def check_request(msg, sid: str, peer: str = PGW_A) -> None:
+    h = msg.header
+    assert h.is_request and h.is_proxyable and not h.is_error and h.application_id == 4
+    assert msg.session_id == sid
+    assert (msg.origin_host, msg.origin_realm) == (SERVER_HOST.encode(), REALM.encode())
+    assert (msg.destination_host, msg.destination_realm) == (peer.encode(), REALM.encode())
+    assert msg.auth_application_id == 4
+
+
+def wait_for(predicate, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def logged(caplog, text: str) -> bool:
+    return any(text in r.getMessage() for r in caplog.records)
+
+
+def test_suspended_account_rar_then_ccr_u_4010(node, caplog):
+    """(a) carol (1000) opens a session (10 reserved). The gateway suspends her and
+    queues a reauth: RAR within 1 s; RAA 2001; CCR-U with USU 2000 -> 4010, the
+    2 cents still debited, the reservation released, the session and its index gone."""
+    sid = f"{PGW_A};carol;rar"
+    with Gateway(node.port, PGW_A) as pgw:
+        pgw.open(sid, "carol")
+        n = node.gateway(lambda t, now: (prov.set_status(t, "carol", "suspended"),
+                                         queue_notices(t, "carol", "reauth", now, "suspended"))[1])
+        assert n == 1
+        rar = pgw.expect(ReAuthRequest, within=1.0)
+        check_request(rar, sid)
+        assert rar.re_auth_request_type == 0                     # AUTHORIZE_ONLY
+        pgw.answer(rar, 2001)
+        _, cca = pgw.exchange(ccr(sid, UPDATE, 1, mscc=[(RATING_GROUP, rsu_octets(), usu_octets(2000))]))
+        assert cca.result_code == 4010
+        wait_for(lambda: logged(caplog, f"RAA 2001 from {PGW_A} for session {sid}"))
+    assert node.main_bucket("carol") == (998, 0)
+    assert queued(node.store) == [] and index(node.store, "carol") == []
+
+
+def test_top_up_rar_then_ccr_u_is_granted(node, caplog):
+    """(b) bob (15) opens a session (10 reserved); a CCR-U of 10000 octets leaves 5:
+    a partial grant of 5000 with Final-Unit-Indication. A top-up of 500 with a
+    reauth: RAR, RAA 2002 (RFC 8506 §5.5), and the CCR-U is granted in full."""
+    sid = f"{PGW_A};bob;topup"
+    with Gateway(node.port, PGW_A) as pgw:
+        pgw.open(sid, "bob")
+        _, cca = pgw.exchange(ccr(sid, UPDATE, 1, mscc=[(RATING_GROUP, rsu_octets(), usu_octets(10000))]))
+        m = cca.multiple_services_credit_control[0]
+        assert m.granted_service_unit.cc_total_octets == 5000 and m.final_unit_indication is not None
+        node.gateway(lambda t, now: (prov.top_up(t, "bob", 500, now),
+                                     queue_notices(t, "bob", "reauth", now, "topped up")))
+        rar = pgw.expect(ReAuthRequest)
+        check_request(rar, sid)
+        pgw.answer(rar, 2002)
+        _, cca = pgw.exchange(ccr(sid, UPDATE, 2, mscc=[(RATING_GROUP, rsu_octets(), usu_octets(5000))]))
+        assert cca.result_code == 2001
+        m = cca.multiple_services_credit_control[0]
+        assert m.granted_service_unit.cc_total_octets == 10000 and m.final_unit_indication is None
+        wait_for(lambda: logged(caplog, f"RAA 2002 from {PGW_A} for session {sid}"))
+    assert node.main_bucket("bob") == (500, 10)
+
+
+def test_closed_account_asr_then_asa(node, caplog):
+    """(c) fred's account is closed with an abort: ASR, ASA 2001, then the client
+    ends the session with a CCR-T (its usage debited); nothing stays reserved."""
+    sid = f"{PGW_A};fred;asr"
+    with Gateway(node.port, PGW_A) as pgw:
+        pgw.open(sid, "fred")
+        node.gateway(lambda t, now: (prov.set_status(t, "fred", "closed"),
+                                     queue_notices(t, "fred", "abort", now, "closed")))
+        asr = pgw.expect(AbortSessionRequest)
+        check_request(asr, sid)
+        assert asr.header.command_code == 274
+        pgw.answer(asr, 2001)
+        wait_for(lambda: logged(caplog, f"ASA 2001 from {PGW_A} for session {sid}"))
+        _, cca = pgw.exchange(ccr(sid, TERMINATION, 1, mscc=[(RATING_GROUP, None, usu_octets(1000))]))
+        assert cca.result_code == 2001
+    assert node.main_bucket("fred") == (999, 0)
+    assert index(node.store, "fred") == []
+
+
+def test_index_follows_termination_expiry_and_the_latest_peer(node):
+    """(d) two sessions of alice; one moves to PGW_B (failover) and its RAR goes
+    there; CCR-T removes one index entry, Tcc expiry the other; then a reauth
+    for alice notices nobody."""
+    s1, s2 = f"{PGW_A};alice;1", f"{PGW_A};alice;2"
+    with Gateway(node.port, PGW_A) as a, Gateway(node.port, PGW_B) as b:
+        a.open(s1, "alice")
+        a.open(s2, "alice")
+        assert len(index(node.store, "alice")) == 2
+        _, cca = b.exchange(ccr(s2, UPDATE, 1, PGW_B, mscc=[(RATING_GROUP, rsu_octets(), usu_octets(0))]))
+        assert cca.result_code == 2001
+        assert node.gateway(lambda t, now: queue_notices(t, "alice", "reauth", now, "plan change")) == 2
+        check_request(a.expect(ReAuthRequest), s1)
+        check_request(b.expect(ReAuthRequest), s2, PGW_B)
+        _, cca = a.exchange(ccr(s1, TERMINATION, 1, mscc=[(RATING_GROUP, None, usu_octets(0))]))
+        assert cca.result_code == 2001
+        assert index(node.store, "alice") == [account_session_key("alice", s2)]
+        node.clock.ahead = 3600.0                                # past s2's Tcc (2 x 60 s)
+        wait_for(lambda: index(node.store, "alice") == [])
+    assert node.gateway(lambda t, now: queue_notices(t, "alice", "reauth", now, "r")) == 0
+    assert queued(node.store) == []
+    assert node.main_bucket("alice") == (1000, 0)
+
+
+def test_notice_for_a_peer_not_connected_is_dropped(node, caplog):
+    """(e) rita's session was opened by PGW_A, which then disconnected (DPR): the
+    notice is logged and dropped, and the node goes on serving."""
+    sid = f"{PGW_A};rita;gone"
+    with Gateway(node.port, PGW_A) as pgw:
+        pgw.open(sid, "rita")
+    assert node.gateway(lambda t, now: queue_notices(t, "rita", "reauth", now, "suspended")) == 1
+    wait_for(lambda: queued(node.store) == [], timeout=6.0)     # unclaimed: 1-2 s
+    assert logged(caplog, f"for session {sid} dropped")
+    with Gateway(node.port, PGW_A) as pgw:
+        _, cca = pgw.exchange(ccr(sid, TERMINATION, 1, mscc=[(RATING_GROUP, None, usu_octets(0))]))
+        assert cca.result_code == 2001
+
+
+def test_error_and_unmatched_answers_are_logged_or_discarded(node, caplog):
+    """A RAA with the E bit (3001: the client has no handler) is logged; an answer
+    whose Hop-by-Hop id matches no request is discarded (RFC 6733 §6.2); the
+    connection stays up."""
+    sid = f"{PGW_A};sam;odd"
+    with Gateway(node.port, PGW_A) as pgw:
+        pgw.open(sid, "sam")
+        node.gateway(lambda t, now: queue_notices(t, "sam", "reauth", now, "r"))
+        rar = pgw.expect(ReAuthRequest)
+        stray = rar.to_answer()
+        stray.header.hop_by_hop_identifier ^= 0x5A5A5A5A
+        stray.session_id, stray.result_code = sid, 2001
+        stray.origin_host, stray.origin_realm = PGW_A.encode(), REALM.encode()
+        pgw.send(stray)
+        pgw.answer(rar, 3001)
+        wait_for(lambda: logged(caplog, f"RAA 3001 from {PGW_A} for session {sid}"))
+        _, cca = pgw.exchange(ccr(sid, UPDATE, 1, mscc=[(RATING_GROUP, rsu_octets(), usu_octets(0))]))
+        assert cca.result_code == 2001
