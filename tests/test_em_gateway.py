@@ -1,0 +1,230 @@
+"""The EM gateway on SQLite and on a real PostgreSQL: bulk load, change following, restart
+resume, top-up idempotence, `--check`, refusals. A real LMDB cache in a temp dir."""
+
+import io
+import threading
+import time
+
+import pytest
+
+from ocs import cli
+from ocs.charging import balance as bal
+from ocs.charging.provision import set_status
+from ocs.charging.records import decode_account, decode_balance, decode_event, decode_plan
+from ocs.gateways import bulk
+from ocs.gateways import em_apply as ap
+from ocs.gateways.em import Gateway
+from ocs.gateways.em_check import check
+from ocs.gateways.master import connect
+from ocs.store.lmdb import LmdbStore
+
+NOW = 1_700_000_000
+PLAN = {"id": "mobile", "currency": "EUR", "tax": {"name": "VAT", "rate_bp": 2500},
+        "tariffs": [{"context": "32251@3gpp.org", "unit": "total_octets", "price": 10,
+                     "per": 1000000, "default_quota": 1000000}]}
+
+
+@pytest.fixture
+def master(master_url):
+    m = connect(master_url)
+    m.migrate()
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = LmdbStore(str(tmp_path / "cache"), map_size=1 << 28, durability="os")
+    yield s
+    s.close()
+
+
+def populate(m, n=12):
+    m.put_plan(PLAN)
+    m.put_customer("cust-1", "Alice Andersson", "alice@example.org", "Storgatan 1, Stockholm")
+    for i in range(n):
+        m.put_account(f"acct-{i:03d}", "mobile", "EUR", credit_limit=100 * i,
+                      identities=(f"e164:4670{i:07d}", f"imsi:24001{i:010d}"),
+                      customer_id="cust-1" if i == 0 else None)
+        m.add_adjustment(f"t-{i}", f"acct-{i:03d}", 1000 + i)
+    m.add_adjustment("t-0b", "acct-000", 250)
+    m.add_adjustment("fix-0", "acct-000", -50, reason="adjustment")
+    m.add_adjustment("data-1", "acct-001", 5_000_000, kind="total_octets", expires=NOW + 86400,
+                     rating_groups=(10,))
+
+
+def cache(store, aid):
+    with store.read() as txn:
+        raw = txn.get("accounts", aid.encode())
+        if raw is None:
+            return None, None
+        return decode_account(raw), decode_balance(txn.get("balances", aid.encode()))
+
+
+def money(store, aid):
+    return bal.summary(cache(store, aid)[1], NOW).get("money", 0)
+
+
+def events(store):
+    with store.read() as txn:
+        return [decode_event(v) for _, v in txn.items("outbox")]
+
+
+def test_bulk_load_then_follow_changes(master, store, monkeypatch):
+    monkeypatch.setattr(bulk, "BATCH", 5)          # several cache transactions
+    populate(master)
+    out = io.StringIO()
+    gw = Gateway(store, master, clock=lambda: NOW)
+    gw.start(progress=out)
+    assert "loaded 12 accounts, 24 identities, 1 plans, 15 top-ups/adjustments" in out.getvalue()
+    assert "100%" in out.getvalue()
+    assert gw.cursor == master.changes_after(0, 1000)[-1][0]
+    account, balance = cache(store, "acct-000")
+    assert account.identities == ("e164:46700000000", "imsi:240010000000000")
+    assert bal.summary(balance, NOW) == {"money": 1000 + 250 - 50}
+    assert bal.summary(cache(store, "acct-001")[1], NOW) == {"money": 1001, "total_octets": 5_000_000}
+    assert cache(store, "acct-011")[0].credit_limit == 1100
+    with store.read() as txn:
+        assert txn.get("identities", b"imsi:240010000000011") == b"acct-011"
+        assert decode_plan(txn.get("plans", b"mobile")).tariffs[0].price == 10
+    assert events(store) == []                     # the master's state: nothing to bill back
+    assert check(store, master, io.StringIO()) == 0
+
+    # changes: status, identities moved, a new account, a plan change, top-ups
+    master.set_status("acct-002", "suspended")
+    master.put_account("acct-003", "mobile", "EUR", identities=("e164:46709999999",))
+    master.put_account("acct-100", "mobile", "EUR", identities=("e164:46700000003",))
+    master.put_plan({**PLAN, "tariffs": [{**PLAN["tariffs"][0], "price": 20}]})
+    master.add_adjustment("t-100", "acct-100", 700)
+    master.add_adjustment("t-3b", "acct-003", 30)
+    assert gw.catch_up() == 6
+    assert cache(store, "acct-002")[0].status == "suspended"
+    assert cache(store, "acct-003")[0].identities == ("e164:46709999999",)
+    with store.read() as txn:
+        assert txn.get("identities", b"e164:46700000003") == b"acct-100"
+        assert txn.get("identities", b"imsi:240010000000003") is None
+        assert decode_plan(txn.get("plans", b"mobile")).tariffs[0].price == 20
+    assert money(store, "acct-100") == 700 and money(store, "acct-003") == 1003 + 30
+    ev = events(store)
+    assert [(e["type"], e["adjustment"], e["amount"]) for e in ev] == [
+        ("top_up", "t-100", -700), ("top_up", "t-3b", -30)]
+    assert ev[1]["balance_after"] == {"money": 1033}
+    assert check(store, master, io.StringIO()) == 0
+    assert len(gw.latencies) == 6 and all(x >= 0 for x in gw.latencies)
+
+
+def test_restart_resumes_and_top_ups_apply_once(master, store):
+    populate(master, 3)
+    gw = Gateway(store, master, clock=lambda: NOW)
+    gw.start()
+    master.add_adjustment("t-late", "acct-001", 99)
+    gw.catch_up()
+    cursor = gw.cursor
+    # a restarted gateway resumes at the cursor kept in the cache
+    master.add_adjustment("t-later", "acct-001", 1)
+    gw2 = Gateway(store, master, clock=lambda: NOW)
+    gw2.start()
+    assert gw2.cursor == cursor
+    assert gw2.catch_up() == 1
+    assert money(store, "acct-001") == 1001 + 99 + 1
+    # replaying the whole change log (a cursor lost or rewound) applies no top-up twice
+    store.write(lambda txn: txn.put("meta", ap.CURSOR, b"0"))
+    gw3 = Gateway(store, master, clock=lambda: NOW)
+    gw3.start()
+    gw3.catch_up()
+    assert money(store, "acct-001") == 1101
+    assert money(store, "acct-000") == 1200
+    assert [e["adjustment"] for e in events(store)] == ["t-late", "t-later"]
+    # the same top-up id sent to the master again is not a second top-up either
+    assert master.add_adjustment("t-late", "acct-001", 99) is False
+    assert gw3.catch_up() == 0 and money(store, "acct-001") == 1101
+
+
+def test_engine_debits_survive_sync(master, store):
+    """A top-up is a delta: money the engine took meanwhile stays taken."""
+    populate(master, 2)
+    gw = Gateway(store, master, clock=lambda: NOW)
+    gw.start()
+
+    def spend(txn):
+        account, balance = decode_account(txn.get("accounts", b"acct-001")), None
+        from ocs.charging.records import encode_balance
+        balance = decode_balance(txn.get("balances", b"acct-001"))
+        bal.debit_money(balance, 600, account.credit_limit, NOW)
+        txn.put("balances", b"acct-001", encode_balance(balance))
+    store.write(spend)
+    master.add_adjustment("t-x", "acct-001", 100)
+    master.put_account("acct-001", "mobile", "EUR", credit_limit=5,
+                       identities=("e164:46700000001",))
+    gw.catch_up()
+    assert money(store, "acct-001") == 1001 - 600 + 100
+    assert cache(store, "acct-001")[0].credit_limit == 5
+
+
+def test_check_reports_differences_and_pending(master, store):
+    populate(master, 3)
+    gw = Gateway(store, master, clock=lambda: NOW)
+    gw.start()
+    store.write(lambda txn: set_status(txn, "acct-001", "closed"))
+    store.write(lambda txn: txn.delete("identities", b"e164:46700000002"))
+    out = io.StringIO()
+    assert check(store, master, out) == 2
+    text = out.getvalue()
+    assert "account acct-001: status is 'closed' in the cache, 'active' in the master" in text
+    assert "identity e164:46700000002: points to nothing in the cache, not acct-002" in text
+    master.set_status("acct-001", "active")        # not applied yet: pending, not a difference
+    out = io.StringIO()
+    assert check(store, master, out) == 1
+    assert "1 change(s) not yet applied" in out.getvalue()
+
+
+def test_refuses_a_cache_it_did_not_load(master, master_url, store, tmp_path):
+    populate(master, 2)
+    store.write(lambda txn: txn.put("accounts", b"stray", b"{}"))
+    with pytest.raises(ap.SyncError, match="not loaded from a master"):
+        Gateway(store, master).start()
+    other = connect(f"sqlite:{tmp_path / 'other.db'}")
+    other.migrate()
+    s2 = LmdbStore(str(tmp_path / "c2"), map_size=1 << 26, durability="os")
+    try:
+        Gateway(s2, master).start()
+        with pytest.raises(ap.SyncError, match="another master"):
+            Gateway(s2, other).start()
+    finally:
+        s2.close()
+        other.close()
+
+
+def test_follow_wakes_on_changes(master, store):
+    """The follower applies a change made while it waits (NOTIFY on PostgreSQL, polling on
+    SQLite); how fast is measured by tools/bench_em.py, not asserted here."""
+    populate(master, 2)
+    gw = Gateway(store, master, poll_interval=0.05)
+    gw.start()
+    t = threading.Thread(target=gw.follow)
+    t.start()
+    try:
+        master.set_status("acct-001", "suspended")
+        deadline = time.monotonic() + 10
+        while cache(store, "acct-001")[0].status != "suspended":
+            assert time.monotonic() < deadline, "change not applied within 10 s"
+            time.sleep(0.01)
+    finally:
+        gw.stop.set()
+        t.join(10)
+    assert not t.is_alive()
+
+
+def test_cli(master_url, tmp_path, capsys):
+    store = str(tmp_path / "cli-cache")
+    assert cli.main(["em-gateway", "--master", master_url, "--store", store, "--migrate"]) == 0
+    assert "schema at version 1" in capsys.readouterr().out
+    m = connect(master_url)
+    populate(m, 4)
+    m.close()
+    assert cli.main(["em-gateway", "--master", master_url, "--store", store, "--once"]) == 0
+    assert "loaded 4 accounts" in capsys.readouterr().err
+    assert cli.main(["em-gateway", "--master", master_url, "--store", store, "--check"]) == 0
+    assert "master and cache agree" in capsys.readouterr().out
+    assert cli.main(["em-gateway", "--master", "mysql://x", "--store", store]) == 2
+    assert "expected sqlite:PATH or postgresql://" in capsys.readouterr().err
