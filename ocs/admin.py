@@ -16,6 +16,7 @@ import tomllib
 from .charging import provision as prov
 from .charging import balance as bal
 from .charging.model import MONEY, Account, Bucket
+from .charging.notices import queue_notices
 from .charging.records import decode_event, plan_from_dict, plan_to_dict
 
 BENCH_PLAN = {"id": "bench", "name": "benchmark plan (loadgen traffic)", "currency": "EUR", "tariffs": [
@@ -113,12 +114,19 @@ def _dispatch(args, store, now: int):
                     for s in prov.sessions_of(txn, args.id)]
     if act in ("suspend", "resume", "close"):
         status = {"suspend": "suspended", "resume": "active", "close": "closed"}[act]
-        store.write(lambda txn: prov.set_status(txn, args.id, status))
-        print(f"{args.id}: {status}")
+        action = {"suspend": "reauth", "close": "abort"}.get(act)
+
+        def change(txn):
+            prov.set_status(txn, args.id, status)
+            # the gateways holding its sessions hear of it now (RAR/ASR), not at Validity-Time
+            return queue_notices(txn, args.id, action, now, f"account {status}") if action else 0
+        noticed = store.write(change)
+        print(f"{args.id}: {status}" + (f" ({noticed} session(s) notified)" if noticed else ""))
         return None
     if act == "top-up":
-        store.write(lambda txn: prov.top_up(txn, args.id, args.amount, now, args.kind, args.bucket,
-                                            args.expires))
+        store.write(lambda txn: (prov.top_up(txn, args.id, args.amount, now, args.kind, args.bucket,
+                                             args.expires),
+                                 queue_notices(txn, args.id, "reauth", now, "topped up")))
         with store.read() as txn:
             return _show(txn, args.id, now)
     if act == "load":

@@ -393,3 +393,17 @@ def test_error_and_unmatched_answers_are_logged_or_discarded(node, caplog):
         wait_for(lambda: logged(caplog, f"RAA 3001 from {PGW_A} for session {sid}"))
         _, cca = pgw.exchange(ccr(sid, UPDATE, 1, mscc=[(RATING_GROUP, rsu_octets(), usu_octets(0))]))
         assert cca.result_code == 2001
+
+
+def test_operator_suspend_from_the_command_line_notifies_the_session(node):
+    """`ocs accounts suspend` (another process on the same cache) queues the notice too."""
+    import subprocess
+    import sys
+    from test_serve import REPO
+    sid = f"{PGW_A};carol;cli"
+    with Gateway(node.port, PGW_A) as pgw:
+        pgw.open(sid, "carol")
+        r = subprocess.run([sys.executable, "-m", "ocs", "accounts", "--store", node.config.store.path,
+                            "suspend", "carol"], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout.strip() == "carol: suspended (1 session(s) notified)", r
+        check_request(pgw.expect(ReAuthRequest, within=5.0), sid)

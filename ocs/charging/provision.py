@@ -130,9 +130,14 @@ def set_status(txn, account_id: str, status: str) -> Account:
 
 
 def sessions_of(txn, account_id: str) -> list:
-    """Open sessions of an account (a scan: an operator's tool, not a hot path)."""
-    return [s for s in (decode_session(v) for _, v in txn.items("sessions"))
-            if s.account_id == account_id]
+    """Open sessions of an account, from the account_sessions index."""
+    prefix = account_id.encode() + b"\0"
+    out = []
+    for key, _ in txn.items("account_sessions", prefix, account_id.encode() + b"\1"):
+        raw = txn.get("sessions", key[len(prefix):])
+        if raw is not None:
+            out.append(decode_session(raw))
+    return out
 
 
 def generate(txn, plan_id: str, prefix: str, digits: int, start: int, count: int, money: int,
