@@ -10,6 +10,7 @@ and stops it at the end. Each test gets its own fresh database.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -51,9 +52,7 @@ class Server:
         self._user = None
 
     def start(self) -> "Server":
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("psycopg") is None:
             self.why = "psycopg is not installed"
             return self
         env = os.environ.get("OCS_TEST_PG")

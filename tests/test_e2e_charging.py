@@ -24,7 +24,8 @@ import time
 
 import pytest
 from diameter.message.avp.grouped import RequestedServiceUnit
-from diameter.message.commands import CreditControlAnswer
+from diameter.message import Message as PdMessage
+from diameter.message.commands import AbortSessionRequest, CreditControlAnswer, ReAuthRequest
 
 from charging_peer import (CHECK_BALANCE, DIRECT_DEBITING, EVENT, FAILED_AVP, INITIAL, MSISDN,
                            PGW_A, PGW_B, PRICE_ENQUIRY, RATING_GROUP, REALM, REFUND_ACCOUNT,
@@ -553,6 +554,16 @@ def test_unknown_service_context_5031_with_failed_avp(ocs):
     assert (main_bucket(snap, "alice").amount, main_bucket(snap, "alice").reserved) == (1000, 0)
 
 
+def answer_server_request(raw, kind, sid: str) -> None:
+    """The node's RAR/ASR for the session arrives; the P-GW answers it 2001."""
+    req = PdMessage.from_bytes(raw.recv_frame())
+    assert isinstance(req, kind) and req.session_id == sid, req
+    ans = req.to_answer()
+    ans.session_id, ans.result_code = req.session_id, 2001
+    ans.origin_host, ans.origin_realm = PGW_A.encode(), REALM.encode()
+    raw.send(ans)
+
+
 def test_suspended_account_4010(ocs):
     """carol (1000) opens a session (10 reserved); the operator suspends her while
     the node runs; the next CCR-U (USU 2000) is 4010: the used units are still
@@ -563,7 +574,9 @@ def test_suspended_account_4010(ocs):
                                   mscc=[(RATING_GROUP, rsu_octets(), None)]))
         check_cca(cca, sid, INITIAL, 0, 2001)
         done = ocs.cli("suspend", "carol")
-        assert done.returncode == 0 and done.stdout.strip() == "carol: suspended", done.stderr
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "carol: suspended (1 session(s) notified)"
+        answer_server_request(raw, ReAuthRequest, sid)      # RFC 8506 §5.5: re-authorize
 
         _, cca = raw.exchange(ccr(sid, UPDATE, 1, mscc=[(RATING_GROUP, rsu_octets(), usu_octets(2000))]))
         check_cca(cca, sid, UPDATE, 1, 4010)
@@ -604,7 +617,9 @@ def test_account_closed_mid_session_5030_releases_reservation(ocs):
                                   mscc=[(RATING_GROUP, rsu_octets(), None)]))
         check_cca(cca, sid, INITIAL, 0, 2001)
         done = ocs.cli("close", "carol")
-        assert done.returncode == 0 and done.stdout.strip() == "carol: closed", done.stderr
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "carol: closed (1 session(s) notified)"
+        answer_server_request(raw, AbortSessionRequest, sid)
         _, cca = raw.exchange(ccr(sid, UPDATE, 1, mscc=[(RATING_GROUP, rsu_octets(), usu_octets(2000))]))
         check_cca(cca, sid, UPDATE, 1, 5030)
         assert all(m.granted_service_unit is None for m in cca.multiple_services_credit_control)

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from typing import Iterator
 
@@ -95,6 +96,8 @@ class Master:
     def __init__(self, conn, dialect: str, url: str):
         self.conn, self.dialect, self.url = conn, dialect, url
         self._streams = 0
+        # one connection, one transaction at a time: threads sharing a Master take turns
+        self._lock = threading.RLock()
 
     def sql(self, text: str) -> str:
         return text if self.dialect == "sqlite" else text.replace("?", "%s")
@@ -111,23 +114,31 @@ class Master:
     def transaction(self, snapshot: bool = False) -> Iterator[Cursor]:
         """A write transaction (or, with ``snapshot``, one consistent read view)."""
         errors = self._errors()
+        with self._lock, self._translate(errors):
+            yield from self._transaction(snapshot)
+
+    @contextlib.contextmanager
+    def _translate(self, errors: tuple):
         try:
-            if self.dialect == "sqlite":
-                self.conn.execute("BEGIN" if snapshot else "BEGIN IMMEDIATE")
-                try:
-                    yield Cursor(self)
-                except BaseException:
-                    self.conn.execute("ROLLBACK")
-                    raise
-                self.conn.execute("COMMIT")
-            else:
-                with self.conn.transaction():
-                    cur = Cursor(self)
-                    if snapshot:
-                        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    yield cur
+            yield
         except errors as e:
             raise MasterError(f"{self.dialect}: {str(e).strip()}") from None
+
+    def _transaction(self, snapshot: bool):
+        if self.dialect == "sqlite":
+            self.conn.execute("BEGIN" if snapshot else "BEGIN IMMEDIATE")
+            try:
+                yield Cursor(self)
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        else:
+            with self.conn.transaction():
+                cur = Cursor(self)
+                if snapshot:
+                    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                yield cur
 
     def _errors(self) -> tuple:
         if self.dialect == "sqlite":
