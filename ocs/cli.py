@@ -1,4 +1,4 @@
-"""`ocs` command line: serve, demo, accounts, dict check, dict dump, decode."""
+"""`ocs` command line: serve, demo, accounts, em-gateway, brm-gateway, bill, rate, dict, decode."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 
     from . import admin
     admin.add_parser(sub)
+    for module in _external_modules():
+        module.add_parser(sub)
 
     m = sub.add_parser("demo", help="load the demo data, serve, and charge a demo session")
     m.add_argument("--config", help="TOML configuration file (flags override it)")
@@ -56,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--port", type=int, default=3868, help="TCP port of Diameter in a pcap")
     c.add_argument("--dir", help="folder of *.dict files")
     return p
+
+
+def _external_modules() -> list:
+    """Commands that run beside the node on the same LMDB cache (BRM's external modules).
+    Each module has add_parser(sub) adding one sub-command named in its COMMAND, and
+    run(args, config) -> exit status."""
+    from .gateways import billing, brm, em
+    from . import rate
+    return [em, brm, billing, rate]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +97,12 @@ def _run(args) -> int:
             host, port = args.listen or ("127.0.0.1", 3868)
             config = override(config, "listen", address=host, port=port)
             return demo(config, once=args.once)
+        for module in _external_modules():
+            if args.command == module.COMMAND:
+                config = load_config(args.config)
+                config = override(config, "store", path=getattr(args, "store", None))
+                config = override(config, "master", url=getattr(args, "master", None))
+                return module.run(args, config)
         if args.command == "decode":
             from .decode import run
             return run(args.input, load_directory(args.dir), args.port)

@@ -12,6 +12,8 @@ FORBIDDEN = {
     "ocs/charging": {"asyncio", "socket", "lmdb", "ocs.net", "ocs.store", "ocs.service"},
     "ocs/store": {"asyncio", "ocs.diameter", "ocs.net", "ocs.service", "ocs.charging"},
     "ocs/net": {"ocs.service", "ocs.cli"},
+    # the gateways talk to the master DB and the cache, never to Diameter peers
+    "ocs/gateways": {"asyncio", "ocs.diameter", "ocs.net", "ocs.service", "ocs.cli"},
 }
 
 

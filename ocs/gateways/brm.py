@@ -1,0 +1,257 @@
+"""`ocs brm-gateway`: deliver the LMDB outbox's rated events to the master, exactly once.
+
+ECE's rated-event path to BRM (../shared/reference/brm-ece.md A.5: RE
+Formatter + RE Loader) in one loop. Each batch:
+1. read the oldest ``batch`` outbox entries (8-byte big-endian sequence keys,
+   commit order) in one LMDB read snapshot;
+2. insert them, in that order, into ``rated_events`` with ``INSERT ... ON
+   CONFLICT (event_id) DO NOTHING`` and commit the master transaction;
+3. only then delete exactly those keys from the outbox in one LMDB write.
+A crash before 2 commits changes nothing; a crash between 2 and 3 leaves the
+batch in the outbox, and the next run inserts none of it again (the event id
+is the idempotency key). So every event reaches the master exactly once, in
+outbox order, and leaves the outbox only after it is there. One gateway per
+LMDB environment: a second one would still be exactly-once, but the two would
+interleave batches.
+
+Beside delivery: a balance snapshot every ``[brm] snapshot_interval`` seconds
+(every balance, one LMDB read snapshot, one master transaction), and with
+``[brm] auto_bill`` the bill run of a month that has ended once none of its
+events is left in the outbox. SIGTERM/SIGINT stop the loop between batches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+
+from ..charging import balance as bal
+from ..charging.records import RecordError, decode_balance, decode_event
+from ..store.base import StoreError
+from ..store.lmdb import LmdbStore
+from . import billing
+from .master import Master, MasterError, connect
+
+log = logging.getLogger("ocs.brm")
+COMMAND = "brm-gateway"
+INSERT = ("INSERT INTO rated_events (event_id, account_id, type, context, rating_group, service_id, "
+          "start_at, end_at, amount, unpaid, currency, body, loaded_at) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING")
+SNAPSHOT_AT = "brm:snapshot_at"        # master_meta key: taken_at of the last balance snapshot
+BILL_CHECK_EVERY = 60.0                # seconds between auto-bill checks
+
+
+class DeliveryError(Exception):
+    """An outbox entry that cannot be delivered (the gateway stops rather than skip it)."""
+
+
+def event_row(key: bytes, raw: bytes, loaded_at: int) -> tuple:
+    """The rated_events row of one outbox entry; ``body`` is the stored JSON, byte for byte."""
+    try:
+        e = decode_event(raw)
+        return (e["event_id"], e["account"], e["type"], e.get("context"), e.get("rating_group"),
+                e.get("service_id"), int(e["start"]), int(e["end"]), int(e["amount"]),
+                int(e.get("unpaid") or 0), e["currency"], bytes(raw).decode("utf-8"), loaded_at)
+    except (RecordError, KeyError, TypeError, ValueError) as err:
+        raise DeliveryError(f"outbox entry {int.from_bytes(key, 'big')}: {err!r}; not delivered, "
+                            "the gateway stops rather than skip it") from None
+
+
+def deliver(store: LmdbStore, master: Master, batch: int, upto: bytes | None = None,
+            now: int | None = None) -> tuple[int, int]:
+    """Deliver the oldest ``batch`` outbox events (keys below ``upto``, if given).
+    Returns (delivered: newly in the master, duplicates: already there)."""
+    with store.read() as txn:
+        items = [(bytes(k), bytes(v)) for k, v in txn.items("outbox", b"", upto, batch)]
+    if not items:
+        return 0, 0
+    loaded_at = int(time.time()) if now is None else now
+    rows = [event_row(k, v, loaded_at) for k, v in items]
+    with master.transaction() as cur:
+        inserted = cur.executemany(INSERT, rows)
+    keys = [k for k, _ in items]
+
+    def delete(txn):
+        for k in keys:
+            txn.delete("outbox", k)
+    store.write(delete)
+    log.info("batch outbox %d..%d: %d delivered, %d already present", int.from_bytes(keys[0], "big"),
+             int.from_bytes(keys[-1], "big"), inserted, len(rows) - inserted)
+    return inserted, len(rows) - inserted
+
+
+def drain(store: LmdbStore, master: Master, batch: int, stop: threading.Event | None = None) -> tuple:
+    """Deliver everything in the outbox when called (not what arrives meanwhile)."""
+    with store.read() as txn:
+        last = next((bytes(k) for k, _ in txn.items("outbox", reverse=True, limit=1)), None)
+    done = dup = 0
+    if last is None:
+        return done, dup
+    upto = (int.from_bytes(last, "big") + 1).to_bytes(8, "big")
+    while stop is None or not stop.is_set():
+        d, p = deliver(store, master, batch, upto)
+        if d + p == 0:
+            break
+        done, dup = done + d, dup + p
+    return done, dup
+
+
+def take_snapshot(store: LmdbStore, master: Master, now: int, chunk: int = 1000) -> int:
+    """Every balance, as of one LMDB snapshot, into balance_snapshots at ``taken_at = now``.
+    Body: {"summary": totals by kind (ocs.charging.balance.summary), "buckets": the record's
+    bucket list}. One master transaction: a snapshot is there whole or not at all."""
+    sql = ("INSERT INTO balance_snapshots (account_id, taken_at, body) VALUES (?, ?, ?) "
+           "ON CONFLICT (account_id, taken_at) DO NOTHING")
+    n = 0
+    with store.read() as txn, master.transaction() as cur:
+        rows = []
+        for key, raw in txn.items("balances"):
+            b = decode_balance(raw)
+            body = {"summary": bal.summary(b, now), "buckets": json.loads(bytes(raw))["buckets"]}
+            rows.append((bytes(key).decode(), now, json.dumps(body, separators=(",", ":"))))
+            if len(rows) >= chunk:
+                n += len(rows)
+                cur.executemany(sql, rows)
+                rows = []
+        if rows:
+            n += len(rows)
+            cur.executemany(sql, rows)
+        cur.execute("INSERT INTO master_meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
+                    "DO UPDATE SET value = excluded.value", (SNAPSHOT_AT, str(now)))
+    log.info("balance snapshot at %d: %d balances", now, n)
+    return n
+
+
+def due_cycles(store: LmdbStore, master: Master, now: int) -> list[str]:
+    """Ended cycles to bill now, oldest first: each month after the last billed one up to
+    last month (when nothing was billed yet: last month, if the master holds any event that
+    ended by its end), without a bill run, whose events are all delivered (none of them
+    left in the outbox)."""
+    last_month = billing.cycle_of(billing.cycle_bounds(billing.cycle_of(now))[0] - 1)
+    with master.transaction(snapshot=True) as cur:
+        billed = {r[0] for r in cur.all("SELECT cycle FROM bill_runs")}
+        first = cur.one("SELECT min(end_at) FROM rated_events")[0]
+    if not billed and (first is None or first >= billing.cycle_bounds(last_month)[1]):
+        return []
+    cycle = billing.cycle_of(billing.cycle_bounds(max(billed))[1]) if billed else last_month
+    due = []
+    while cycle <= last_month:
+        start, end = billing.cycle_bounds(cycle)
+        if cycle not in billed:
+            if billing.outbox_events_in(store, start, end):
+                break                                   # bill in order: wait for this one
+            due.append(cycle)
+        cycle = billing.cycle_of(end)
+    return due
+
+
+class Gateway:
+    def __init__(self, store: LmdbStore, master: Master, batch: int = 1000, poll_interval: float = 0.5,
+                 snapshot_interval: float = 0.0, auto_bill: bool = False,
+                 invoice_dir: str = "var/invoices", clock=time.time):
+        self.store, self.master, self.batch, self.poll = store, master, batch, poll_interval
+        self.snapshot_interval, self.auto_bill = snapshot_interval, auto_bill
+        self.invoice_dir, self.clock = invoice_dir, clock
+        self.stop = threading.Event()
+        self.delivered = self.duplicates = 0
+
+    def step(self) -> int:
+        d, p = deliver(self.store, self.master, self.batch)
+        self.delivered, self.duplicates = self.delivered + d, self.duplicates + p
+        return d + p
+
+    def next_snapshot(self) -> float | None:
+        if self.snapshot_interval <= 0:
+            return None
+        with self.master.transaction(snapshot=True) as cur:
+            row = cur.one("SELECT value FROM master_meta WHERE key = ?", (SNAPSHOT_AT,))
+        return (int(row[0]) if row else 0) + self.snapshot_interval
+
+    def bill_due(self, now: int) -> list[str]:
+        done = []
+        for cycle in due_cycles(self.store, self.master, now):
+            out = billing.bill(self.master, cycle, self.invoice_dir, now=now)
+            log.info("auto bill run %s: %d invoices in %s", cycle, out["invoices"], out["dir"])
+            done.append(cycle)
+        return done
+
+    def serve(self) -> None:
+        """Deliver, snapshot and bill until ``stop`` is set (checked between batches)."""
+        snapshot_at, bill_at = self.next_snapshot(), 0.0
+        log.info("delivering %s -> %s, batches of %d", self.store.path, self.master.url, self.batch)
+        while not self.stop.is_set():
+            try:
+                n = self.step()
+                now = self.clock()
+                if snapshot_at is not None and now >= snapshot_at:
+                    take_snapshot(self.store, self.master, int(now))
+                    snapshot_at = now + self.snapshot_interval
+                if self.auto_bill and now >= bill_at:
+                    bill_at = now + BILL_CHECK_EVERY
+                    self.bill_due(int(now))
+            except (MasterError, billing.BillingError) as e:
+                log.warning("%s; retrying in %.1f s", e, max(self.poll, 1.0))
+                self._reconnect()
+                n = 0
+            if n == 0:
+                self.stop.wait(self.poll)
+        log.info("stopped: %d delivered, %d already present", self.delivered, self.duplicates)
+
+    def _reconnect(self) -> None:
+        self.stop.wait(max(self.poll, 1.0))
+        try:
+            fresh = connect(self.master.url)
+        except MasterError as e:
+            log.warning("reconnect: %s", e)
+            return
+        self.master.close()
+        self.master = fresh
+
+
+def add_parser(sub) -> None:
+    g = sub.add_parser(COMMAND, help="deliver rated events from the outbox to the master database")
+    g.add_argument("--config", help="TOML configuration file ([master], [brm], [store])")
+    g.add_argument("--store", help="LMDB folder (overrides [store] path)")
+    g.add_argument("--master", help="master database URL (overrides [master] url)")
+    g.add_argument("--once", action="store_true", help="deliver what is in the outbox now, then exit")
+    g.add_argument("--snapshot", action="store_true", help="take one balance snapshot, then exit")
+
+
+def run(args, config) -> int:
+    logging.basicConfig(level=getattr(logging, config.log.level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    b = config.brm
+    try:
+        master = connect(config.master.url)
+    except MasterError as e:
+        print(f"ocs: {e}", file=sys.stderr)
+        return 2
+    store = gw = None
+    try:
+        master.check_schema()
+        store = LmdbStore(config.store.path, map_size=config.store.map_size,
+                          durability=config.store.durability)
+        gw = Gateway(store, master, b.batch, b.poll_interval, b.snapshot_interval, b.auto_bill,
+                     b.invoice_dir)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: gw.stop.set())
+        if args.once or args.snapshot:
+            if args.once:
+                d, p = drain(store, master, b.batch, gw.stop)
+                print(f"delivered {d} rated events ({p} already present)")
+            if args.snapshot and not gw.stop.is_set():
+                print(f"snapshot of {take_snapshot(store, master, int(time.time()))} balances")
+            return 0
+        gw.serve()
+        return 0
+    except (MasterError, StoreError, DeliveryError, billing.BillingError) as e:
+        print(f"ocs: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if store is not None:
+            store.close()
+        (gw.master if gw is not None else master).close()

@@ -1,0 +1,157 @@
+"""Invoice files of a bill run: JSON, CSV and a self-contained HTML page per account, summary.csv.
+
+Pure formatting of the invoice dicts ``ocs.gateways.billing`` builds (their
+shape is in docs/billing.md). Money stays integer minor units in JSON and CSV;
+the HTML shows it with the currency's exponent (ISO 4217,
+``ocs.charging.units.CURRENCIES``) using integer arithmetic only. Every
+customer-supplied string in the HTML goes through ``html.escape``; the page
+has inline CSS and no external assets. ``write_cycle`` replaces the cycle's
+folder as a whole (written beside it, then renamed), so a re-run leaves no
+stale file of an account no longer billed.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import html
+import io
+import json
+import os
+import shutil
+from urllib.parse import quote
+
+from ..charging.units import CURRENCIES
+
+SERVICES = {"32251@3gpp.org": "Data", "32260@3gpp.org": "Voice and video calls (IMS)",
+            "32274@3gpp.org": "SMS", "32270@3gpp.org": "MMS"}
+LINE_COLUMNS = ("line_no", "description", "context", "rating_group", "quantity", "unit", "events",
+                "amount")
+SUMMARY_COLUMNS = ("invoice_id", "account_id", "customer_id", "customer_name", "currency", "lines",
+                   "subtotal", "tax_name", "tax_rate_bp", "tax", "total", "unpaid", "payments")
+
+
+def service_name(context: str | None) -> str:
+    if context is None:
+        return "Other charges"
+    if context in SERVICES:
+        return SERVICES[context]
+    words = context.split("@")[0].replace("-", " ").replace("_", " ").split()
+    if not words:
+        return context
+    words = [w.upper() if len(w) <= 2 else w for w in words]     # "ev-charging": "EV charging"
+    name = " ".join(words)
+    return name[:1].upper() + name[1:]
+
+
+def describe(context: str | None, rating_group: int | None, kind: str) -> str:
+    where = ", ".join(x for x in (context, None if rating_group is None else
+                                  f"rating group {rating_group}") if x)
+    base = f"{service_name(context)} ({where})" if where else service_name(context)
+    return {"usage": base, "idle_fee": f"Idle fee: {base}", "refund": f"Refund: {base}",
+            "unpaid": f"{base}: usage beyond balance and credit limit"}.get(kind, f"{kind}: {base}")
+
+
+def format_money(amount: int, currency: str) -> str:
+    exp = CURRENCIES.get(currency, (0, 2))[1]
+    sign, n = ("-" if amount < 0 else ""), abs(amount)
+    whole, frac = divmod(n, 10 ** exp)
+    return f"{currency} {sign}{whole:,}" + (f".{frac:0{exp}d}" if exp else "")
+
+
+def _scaled(n: int, step: int, label: str) -> str:
+    hundredths = (n * 100 + step // 2) // step            # 2 decimals, half up, integers only
+    return f"{hundredths // 100:,}.{hundredths % 100:02d} {label}"
+
+
+def format_quantity(n: int, unit: str, currency: str) -> str:
+    if unit.endswith("octets"):
+        for step, label in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+            if n >= step:
+                return _scaled(n, step, label)
+        return f"{n:,} bytes"
+    if unit == "time":
+        h, rest = divmod(n, 3600)
+        return f"{h}:{rest // 60:02d}:{rest % 60:02d} h"
+    if unit == "money":
+        return format_money(n, currency)
+    if unit == "service_specific_units":
+        return f"{n:,} unit{'s' if n != 1 else ''}"
+    return f"{n:,} {unit}".strip() if unit else "—"
+
+
+def format_rate(rate_bp: int) -> str:
+    whole, frac = divmod(rate_bp, 100)
+    return f"{whole}.{frac:02d}".rstrip("0").rstrip(".") + " %"
+
+
+def day(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%d %b %Y")
+
+
+def file_stem(account_id: str) -> str:
+    """A file name for any account id: percent-encoded, reversible, no path separators."""
+    return quote(account_id, safe="@+-._=") or "%00"
+
+
+def invoice_json(inv: dict) -> str:
+    return json.dumps(inv, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def invoice_csv(inv: dict) -> str:
+    """One row per line, then subtotal, tax, total and one per payment (``record`` says which)."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(("record",) + LINE_COLUMNS + ("currency",))
+    for li in inv["lines"]:
+        w.writerow(("line",) + tuple("" if li[c] is None else li[c] for c in LINE_COLUMNS)
+                   + (inv["currency"],))
+    blank = ("",) * 5                     # context .. events
+    w.writerow(("subtotal", "", "Subtotal") + blank + (inv["subtotal"], inv["currency"]))
+    w.writerow(("tax", "", f"{inv['tax_name'] or 'Tax'} {format_rate(inv['tax_rate_bp'])}")
+               + blank + (inv["tax"], inv["currency"]))
+    w.writerow(("total", "", "Total") + blank + (inv["total"], inv["currency"]))
+    for p in inv["payments"]:
+        w.writerow(("payment", "", f"{p['reason']} {p['id']} {day(p['at'])}") + blank
+                   + (p["amount"], inv["currency"]))
+    return out.getvalue()
+
+
+def summary_csv(invoices: list) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(SUMMARY_COLUMNS)
+    for inv in invoices:
+        c = inv["customer"] or {}
+        w.writerow((inv["invoice_id"], inv["account"]["id"], c.get("id", ""), c.get("name", ""),
+                    inv["currency"], len(inv["lines"]), inv["subtotal"], inv["tax_name"],
+                    inv["tax_rate_bp"], inv["tax"], inv["total"], inv["unpaid"],
+                    inv["payments_total"]))
+    return out.getvalue()
+
+
+def write_cycle(out_dir: str, cycle: str, invoices: list) -> str:
+    """Write ``<out_dir>/<cycle>/`` whole: per account .json/.csv/.html, and summary.csv."""
+    from .invoice_html import invoice_html
+    os.makedirs(out_dir, exist_ok=True)
+    final = os.path.join(out_dir, cycle)
+    tmp, old = f"{final}.tmp-{os.getpid()}", f"{final}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for inv in invoices:
+        stem = os.path.join(tmp, file_stem(inv["account"]["id"]))
+        for ext, text in (("json", invoice_json(inv)), ("csv", invoice_csv(inv)),
+                          ("html", invoice_html(inv))):
+            with open(f"{stem}.{ext}", "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+    with open(os.path.join(tmp, "summary.csv"), "w", encoding="utf-8", newline="") as f:
+        f.write(summary_csv(invoices))
+    if os.path.exists(final):
+        os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def escape(text) -> str:
+    return html.escape(str(text), quote=True)
