@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--config", help="TOML configuration file (flags override it)")
     m.add_argument("--listen", type=_listen, help="HOST:PORT to listen on (default 127.0.0.1:3868)")
     m.add_argument("--store", help="LMDB folder (default var/ocs.lmdb)")
+    m.add_argument("--master", help="master database URL (default sqlite:var/master.db)")
     m.add_argument("--once", action="store_true", help="stop after the demo session")
 
     d = sub.add_parser("dict", help="check or dump the Diameter dictionaries")
@@ -64,9 +65,9 @@ def _external_modules() -> list:
     """Commands that run beside the node on the same LMDB cache (BRM's external modules).
     Each module has add_parser(sub) adding one sub-command named in its COMMAND, and
     run(args, config) -> exit status."""
-    from .gateways import billing, brm, em
+    from .gateways import billing, brm, em, master_cli
     from . import rate
-    return [em, brm, billing, rate]
+    return [em, brm, billing, master_cli, rate]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +95,7 @@ def _run(args) -> int:
             from .demo import run as demo
             config = load_config(args.config)
             config = override(config, "store", path=args.store)
+            config = override(config, "master", url=args.master)
             host, port = args.listen or ("127.0.0.1", 3868)
             config = override(config, "listen", address=host, port=port)
             return demo(config, once=args.once)

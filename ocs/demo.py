@@ -1,11 +1,12 @@
 """`ocs demo`: the node on its embedded defaults, demo data, one charged session.
 
-Loads `ocs/demo_data.toml` into the store (plans replaced, existing accounts
-kept), starts the node, and acts as a P-GW and an SMSC over real Diameter on
-loopback: a data session for alice (CCR-I, CCR-U, CCR-T), an SMS direct
-debit, and bob running out of money (final units, then 4012). It prints each
-answer and the rated events the session wrote, then keeps serving (Ctrl-C
-stops) unless `--once`.
+The whole chain on LMDB + SQLite: loads `ocs/demo_data.toml` into the master
+database (once), lets the EM gateway load the cache from it, starts the node,
+and acts as a P-GW and an SMSC over real Diameter on loopback: a data session
+for alice (CCR-I, CCR-U, CCR-T), an SMS direct debit, and bob running out of
+money (final units, then 4012). The BRM gateway delivers the rated events to
+the master, and the demo prints them. Then it keeps serving with both
+gateways following (Ctrl-C stops) unless `--once`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import sys
 import time
 import tomllib
 
-from .charging import provision as prov
-from .charging.records import decode_event
 from .config import Config
 from .diameter.capabilities import LocalPeer
 from .net.client import connect
@@ -32,6 +31,8 @@ def demo_data() -> dict:
 
 
 def load_demo(store) -> dict:
+    """The demo data straight into a cache (tests; the demo itself goes through the master)."""
+    from .charging import provision as prov
     data = demo_data()
     return store.write(lambda txn: prov.load_data(txn, data, int(time.time())))
 
@@ -101,10 +102,11 @@ async def drive(host: str, port: int, dictionary, out=sys.stdout) -> list:
     return [s1, s2, s3]
 
 
-def print_events(store, sessions: list, out=sys.stdout) -> None:
-    with store.read() as txn:
-        events = [decode_event(v) for _, v in txn.items("outbox")]
-    print("rated events written to the outbox:", file=out)
+def print_events(master, sessions: list, out=sys.stdout) -> None:
+    with master.transaction(snapshot=True) as cur:
+        rows = cur.all("SELECT body FROM rated_events ORDER BY loaded_at, event_id")
+    events = sorted((json.loads(r[0]) for r in rows), key=lambda e: e["event_id"])
+    print(f"rated events delivered to the master database ({master.url}):", file=out)
     for e in events:
         if e.get("session") in sessions:
             print("  " + json.dumps({k: e[k] for k in ("event_id", "type", "account", "rating_group",
@@ -112,13 +114,49 @@ def print_events(store, sessions: list, out=sys.stdout) -> None:
                                                        "impacts", "balance_after")}), file=out)
 
 
+def prepare(config: Config, store, out=sys.stdout):
+    """Master DB with the demo data (once), and the cache loaded from it by the EM gateway."""
+    from .gateways.em import Gateway
+    from .gateways.master import connect
+    from .gateways.master_cli import load
+    master = connect(config.master.url)
+    master.migrate()
+    with master.transaction(snapshot=True) as cur:
+        empty = cur.one("SELECT count(*) FROM accounts")[0] == 0
+    if empty:
+        counts = load(master, demo_data())
+        print(f"master database {config.master.url}: {counts['plans']} plans, "
+              f"{counts['customers']} customers, {counts['accounts']} accounts (demo data)", file=out)
+    em = Gateway(store, master, config.em.batch, config.em.poll_interval)
+    em.start(progress=None)
+    em.catch_up()
+    with store.read() as txn:
+        n = txn.count("accounts")
+    print(f"cache {config.store.path}: {n} accounts loaded by the EM gateway", file=out)
+    return master, em
+
+
 def run(config: Config, once: bool = False) -> int:
+    """The node with the EM gateway and the BRM gateway beside it, in one process."""
+    import threading
+    from .gateways import brm
+    from .gateways.em_apply import SyncError
+    from .gateways.master import MasterError, connect
     from .service import open_store, serve, setup_logging
     setup_logging("warning", config.log.format)
     store = open_store(config)
-    counts = load_demo(store)
-    print(f"demo data: {counts['plans']} plans, {counts['accounts']} new accounts "
-          f"({counts['existing']} already there) in {config.store.path}")
+    try:
+        master, em = prepare(config, store)
+    except (MasterError, SyncError) as e:
+        store.close()
+        print(f"ocs: {e}\n(a cache from an earlier `ocs demo` of another version: remove "
+              f"{config.store.path} and run again)", file=sys.stderr)
+        return 2
+    em.master = connect(config.master.url)     # its own connection for its own thread
+    deliverer = brm.Gateway(store, connect(config.master.url), config.brm.batch,
+                            config.brm.poll_interval)
+    threads = [threading.Thread(target=em.follow, daemon=True),
+               threading.Thread(target=deliverer.serve, daemon=True)]
 
     async def main() -> None:
         ready, stop = asyncio.Event(), asyncio.Event()
@@ -129,11 +167,16 @@ def run(config: Config, once: bool = False) -> int:
         print(f"node listening on {config.listen.address}:{config.listen.port}")
         from .service import node_context
         sessions = await drive(config.listen.address, config.listen.port, node_context(config).dictionary)
-        print_events(store, sessions)
+        await asyncio.to_thread(brm.drain, store, master, config.brm.batch)
+        print_events(master, sessions)
         if once:
             stop.set()
         else:
-            print("serving; Ctrl-C stops. Try: .venv/bin/ocs accounts show alice")
+            for t in threads:
+                t.start()
+            print("serving, with the EM and BRM gateways following; Ctrl-C stops. Try, in another "
+                  "terminal:\n  .venv/bin/ocs master top-up bob 500      # reaches the cache (and "
+                  "bob's open sessions, as RAR) within a second\n  .venv/bin/ocs accounts show bob")
         await task
 
     try:
@@ -141,5 +184,11 @@ def run(config: Config, once: bool = False) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        em.stop.set()
+        deliverer.stop.set()
+        for t in threads:
+            if t.is_alive():
+                t.join(5)
         store.close()
+        master.close()
     return 0

@@ -57,9 +57,13 @@ def test_accounts_lifecycle(tmp_path):
 
 def test_demo_charges_a_session(tmp_path):
     port = free_port()
-    r = ocs("demo", "--once", "--listen", f"127.0.0.1:{port}", "--store", str(tmp_path / "store"))
+    master = f"sqlite:{tmp_path / 'master.db'}"
+    demo = ("demo", "--once", "--listen", f"127.0.0.1:{port}", "--store", str(tmp_path / "store"),
+            "--master", master)
+    r = ocs(*demo)
     out = r.stdout
-    assert "demo data: 2 plans, 5 new accounts" in out
+    assert f"master database {master}: 2 plans, 2 customers, 5 accounts (demo data)" in out
+    assert "5 accounts loaded by the EM gateway" in out
     assert "alice CCR-I   Result-Code 2001 | RG 10; MSCC Result-Code 2001; granted CC-Total-Octets " \
            "10485760" in out
     assert "bob   CCR-U   Result-Code 2001 | RG 10; MSCC Result-Code 4012; Validity-Time 300 s; " \
@@ -68,8 +72,18 @@ def test_demo_charges_a_session(tmp_path):
     lines = [json.loads(x) for x in out.splitlines() if x.startswith("  {")]
     assert [(e["account"], e["type"], e["amount"]) for e in lines] == [
         ("alice", "usage", 0), ("alice", "usage", 0), ("alice", "direct_debit", 9), ("bob", "usage", 50)]
-    # a second run keeps the accounts (and their balances) it finds
-    r2 = ocs("demo", "--once", "--listen", f"127.0.0.1:{port}", "--store", str(tmp_path / "store"))
-    assert "0 new accounts (5 already there)" in r2.stdout
+    assert f"rated events delivered to the master database ({master})" in out
+    # a second run keeps the master and the cache (and their balances) it finds
+    r2 = ocs(*demo)
+    assert "demo data" not in r2.stdout and "5 accounts loaded" in r2.stdout
     shown = json.loads(ocs("accounts", "--store", str(tmp_path / "store"), "show", "alice").stdout)
     assert shown["totals"]["money"] == 2000 - 2 * 9
+    # the master holds every rated event of both runs, once; the cache agrees with it
+    assert "master and cache agree" in ocs("em-gateway", "--master", master, "--store",
+                                           str(tmp_path / "store"), "--check").stdout
+    from ocs.gateways.master import connect
+    m = connect(master)
+    with m.transaction(snapshot=True) as cur:
+        types = cur.all("SELECT type, count(*) FROM rated_events GROUP BY type ORDER BY type")
+    m.close()
+    assert types == [("direct_debit", 2), ("usage", 6)]

@@ -95,3 +95,35 @@ def test_concurrent_writers_commit_in_change_log_order(master_url, master):
             last = c[0]
     assert not errors
     assert len(seen) == 102 and seen == sorted(seen)      # plan, account, 100 top-ups
+
+
+def test_operator_commands(master_url, capsys):
+    """`ocs master`: load the demo data, top up once by reference, suspend, show, refuse."""
+    import importlib.resources
+    import json
+    from ocs import cli
+    demo = str(importlib.resources.files("ocs").joinpath("demo_data.toml"))
+
+    def ocs(*args):
+        code = cli.main(["master", "--master", master_url, *args])
+        out = capsys.readouterr()
+        return code, out.out.strip(), out.err.strip()
+    assert ocs("migrate")[:2] == (0, "master schema at version 1 (applied 1)")
+    code, out, _ = ocs("load", demo)
+    assert code == 0 and json.loads(out) == {"plans": 2, "customers": 2, "accounts": 5, "new_top_ups": 5}
+    assert json.loads(ocs("load", demo)[1])["new_top_ups"] == 0          # loading twice adds nothing
+    assert ocs("top-up", "bob", "500", "--ref", "pay-1")[1] == "bob: top-up pay-1 recorded"
+    assert ocs("top-up", "bob", "500", "--ref", "pay-1")[1] == "bob: top-up pay-1 was already recorded"
+    assert ocs("adjust", "bob", "-20", "--ref", "fix-1")[1] == "bob: adjust fix-1 recorded"
+    assert ocs("suspend", "carol")[1] == "carol: suspended"
+    shown = json.loads(ocs("show", "bob")[1])
+    assert sorted((a["id"], a["amount"]) for a in shown["adjustments"]) == [
+        ("fix-1", -20), ("init-bob-main", 50), ("pay-1", 500)]
+    assert json.loads(ocs("show", "alice")[1])["customer_id"] == "cust-alice"
+    for args, text in [(("top-up", "bob", "-5"), "a top-up must be positive"),
+                       (("top-up", "nobody", "5"), "no account 'nobody'"),
+                       (("show", "nobody"), "no account 'nobody'"),
+                       (("suspend", "nobody"), "no account 'nobody'"),
+                       (("load", "/nonexistent.toml"), "No such file")]:
+        code, _, err = ocs(*args)
+        assert code == 2 and text in err and err.startswith("ocs: "), (args, err)

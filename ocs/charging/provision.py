@@ -162,7 +162,8 @@ def generate(txn, plan_id: str, prefix: str, digits: int, start: int, count: int
 def parse_data(data: dict) -> tuple[list, list]:
     """Plans and (account, buckets) from a data file's tables (see ocs/demo_data.toml)."""
     from .records import plan_from_dict
-    unknown = set(data) - {"plans", "accounts"}
+    # customers (names, addresses) belong to the master database; the cache ignores them
+    unknown = set(data) - {"plans", "accounts", "customers"}
     if unknown:
         raise ProvisioningError(f"unknown table(s) {', '.join(sorted(unknown))}: expected plans, accounts")
     try:
@@ -172,7 +173,7 @@ def parse_data(data: dict) -> tuple[list, list]:
     accounts = []
     for a in data.get("accounts", []):
         extra = set(a) - {"id", "name", "plan", "currency", "status", "credit_limit", "identities",
-                          "buckets"}
+                          "buckets", "customer"}
         if extra or "id" not in a or "plan" not in a:
             raise ProvisioningError(f"account {a.get('id')!r}: needs id and plan"
                                     + (f"; unknown key(s) {', '.join(sorted(extra))}" if extra else ""))
