@@ -46,3 +46,13 @@ def master_url(request, tmp_path):
     url, name = server.database()
     yield url
     server.drop(name)
+
+
+@pytest.fixture
+def master(master_url):
+    """A migrated master database (see master_url)."""
+    from ocs.gateways.master import connect
+    m = connect(master_url)
+    m.migrate()
+    yield m
+    m.close()

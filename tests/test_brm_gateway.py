@@ -13,7 +13,6 @@ from ocs.charging.requests import CreditRequest, RequestedAction, RequestType, S
 from ocs.charging.units import UnitType
 from ocs.cli import main
 from ocs.gateways import brm
-from ocs.gateways.master import connect
 from ocs.store.lmdb import LmdbStore
 
 T0 = 1759276800 + 86400                       # 2025-10-02 00:00 UTC
@@ -24,14 +23,6 @@ PLAN = {"id": "mobile", "currency": "EUR", "tariffs": [
     {"context": SMS, "unit": "service_specific_units", "price": 9, "default_quota": 1}]}
 COLUMNS = ("event_id, account_id, type, context, rating_group, service_id, start_at, end_at, amount, "
            "unpaid, currency, body")
-
-
-@pytest.fixture
-def master(master_url):
-    m = connect(master_url)
-    m.migrate()
-    yield m
-    m.close()
 
 
 @pytest.fixture

@@ -25,14 +25,6 @@ PLAN = {"id": "mobile", "currency": "EUR", "tax": {"name": "VAT", "rate_bp": 250
 
 
 @pytest.fixture
-def master(master_url):
-    m = connect(master_url)
-    m.migrate()
-    yield m
-    m.close()
-
-
-@pytest.fixture
 def store(tmp_path):
     s = LmdbStore(str(tmp_path / "cache"), map_size=1 << 28, durability="os")
     yield s

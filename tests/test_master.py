@@ -12,14 +12,6 @@ PLAN = {"id": "p1", "currency": "EUR", "tax": {"name": "VAT", "rate_bp": 2500},
                      "per": 1000000}]}
 
 
-@pytest.fixture
-def master(master_url):
-    m = connect(master_url)
-    m.migrate()
-    yield m
-    m.close()
-
-
 def test_migrate_is_versioned_and_repeatable(master):
     assert master.schema_version() == LATEST
     assert master.migrate() == []
