@@ -220,3 +220,100 @@ def test_cli(master_url, tmp_path, capsys):
     assert "master and cache agree" in capsys.readouterr().out
     assert cli.main(["em-gateway", "--master", "mysql://x", "--store", store]) == 2
     assert "expected sqlite:PATH or postgresql://" in capsys.readouterr().err
+
+
+def test_a_change_the_cache_cannot_take_is_set_aside_not_blocking(master, store):
+    """Bad data that got into the master behind the API (here: raw SQL) is recorded as
+    failed and reported by --check; the changes behind it still apply."""
+    populate(master, 2)
+    gw = Gateway(store, master, clock=lambda: NOW)
+    gw.start()
+    with master.transaction() as cur:
+        cur.execute("INSERT INTO adjustments (id, account_id, reason, kind, amount, bucket, expires, "
+                    "rating_groups, created_at) VALUES ('bad', 'acct-001', 'top_up', 'total_octets', "
+                    "5, 'main', NULL, NULL, 0)")
+        master._log(cur, "adjustment", "bad")
+    master.set_status("acct-001", "suspended")
+    master.add_adjustment("good", "acct-001", 10)
+    assert gw.catch_up() == 3
+    assert cache(store, "acct-001")[0].status == "suspended"
+    assert money(store, "acct-001") == 1011
+    out = io.StringIO()
+    assert check(store, master, out) == 2       # the failure, and the adjustment not applied
+    assert "adjustment:bad: could not be applied: adjustment bad: bucket main holds money" \
+        in out.getvalue()
+
+
+def test_master_refuses_adjustments_the_cache_could_not_apply(master):
+    from ocs.gateways.master import MasterError
+    populate(master, 2)
+    for kwargs, text in [({"kind": "bogus"}, "neither money nor"),
+                         ({"kind": "total_octets", "bucket": "main"}, "bucket main is the account's money"),
+                         ({"kind": "total_octets", "expires": "soon"}, "expires must be seconds"),
+                         ({"kind": "total_octets", "rating_groups": ("x",)}, "rating groups"),
+                         ({"amount": 1 << 70}, r"within ±2\^62"),
+                         ({"reason": "gift"}, "reason must be one of")]:
+        with pytest.raises(MasterError, match=text):
+            master.add_adjustment("x", "acct-000", **{"amount": 5, **kwargs})
+    master.add_adjustment("d1", "acct-000", 5, kind="total_octets", bucket="data")
+    with pytest.raises(MasterError, match="bucket data of acct-000 holds total_octets, not time"):
+        master.add_adjustment("d2", "acct-000", 5, kind="time", bucket="data")
+
+
+def test_retries_racing_with_one_reference_never_fail(master_url, master):
+    populate(master, 2)
+    results, barrier = [], threading.Barrier(4)
+
+    def retry():
+        m = connect(master_url)
+        barrier.wait()
+        try:
+            results.append(m.add_adjustment("race-1", "acct-000", 77))
+        except Exception as e:                    # noqa: BLE001 - asserted below
+            results.append(e)
+        m.close()
+    threads = [threading.Thread(target=retry) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results, key=str) == [False, False, False, True]
+
+
+def test_check_finds_a_stray_identity_in_the_cache(master, store):
+    populate(master, 2)
+    Gateway(store, master, clock=lambda: NOW).start()
+    store.write(lambda txn: txn.put("identities", b"e164:999", b"acct-001"))
+    out = io.StringIO()
+    assert check(store, master, out) == 1
+    assert "identity e164:999: points to acct-001 in the cache, not in the master" in out.getvalue()
+
+
+def test_follower_survives_a_lost_connection(master_url, master, store):
+    """PostgreSQL: every connection of the gateway is killed (a restart or a network cut);
+    it reconnects, listens again and applies the next change."""
+    if not master_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server connection to lose")
+    import psycopg
+    populate(master, 2)
+    gw = Gateway(store, connect(master_url), poll_interval=0.05)
+    gw.start()
+    t = threading.Thread(target=gw.follow)
+    t.start()
+    try:
+        time.sleep(0.3)
+        with psycopg.connect(master_url, autocommit=True) as admin:
+            killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                   "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                                   ).fetchone()[0]
+        assert killed >= 2                  # the gateway's master and LISTEN connections (+ ours)
+        fresh = connect(master_url)
+        fresh.set_status("acct-001", "suspended")
+        fresh.close()
+        deadline = time.monotonic() + 15
+        while cache(store, "acct-001")[0].status != "suspended":
+            assert t.is_alive() and time.monotonic() < deadline, "change not applied after reconnect"
+            time.sleep(0.05)
+    finally:
+        gw.stop.set()
+        t.join(10)

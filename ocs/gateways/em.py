@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 
+from ..store.base import StoreError
 from ..store.lmdb import LmdbStore
 from . import em_apply as ap
 from .master import CHANNEL, Master, MasterError, connect
@@ -49,8 +50,11 @@ def run(args, config) -> int:
         master.check_schema()
         store = LmdbStore(config.store.path, map_size=config.store.map_size,
                           durability=config.store.durability)
-    except MasterError as e:
+    except (MasterError, StoreError) as e:
         print(f"ocs: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"ocs: cannot open the cache {config.store.path}: {e.strerror or e}", file=sys.stderr)
         return 2
     try:
         if args.check:
@@ -66,7 +70,7 @@ def run(args, config) -> int:
         else:
             gateway.catch_up()
         return 0
-    except (MasterError, ap.SyncError) as e:
+    except (MasterError, ap.SyncError, StoreError) as e:
         print(f"ocs: {e}", file=sys.stderr)
         return 2
     finally:
@@ -127,11 +131,11 @@ class Gateway:
         with self.master.transaction(snapshot=True) as cur:
             for _seq, entity, key, _at in changes:
                 if entity == "plan":
-                    items.append((entity, self.master.plan(cur, key)))
+                    items.append((entity, key, self.master.plan(cur, key)))
                 elif entity == "account":
-                    items.append((entity, self.master.account(cur, key)))
+                    items.append((entity, key, self.master.account(cur, key)))
                 elif entity == "adjustment":
-                    items.append((entity, self.master.adjustment(cur, key)))
+                    items.append((entity, key, self.master.adjustment(cur, key)))
         expected, last = self.cursor, changes[-1][0]
         now = int(self.clock())
         self.store.write(lambda txn: ap.apply_changes(txn, items, expected, last, now))
@@ -151,29 +155,60 @@ class Gateway:
 
     def follow(self) -> None:
         """Apply changes as they come until ``stop`` is set."""
-        self._listen()
         log.info("following %s after change %d", self.master.url, self.cursor)
         while not self.stop.is_set():
+            if self._listener is None:
+                self._listen()              # before reading: a change after the read wakes us
             try:
                 if self.step():
                     continue
             except MasterError as e:
-                log.warning("master: %s; retrying", e)
+                log.warning("master: %s; reconnecting", e)
+                self._reconnect()
+                continue
             self._wait()
-        if self._listener is not None:
-            self._listener.close()
+        self._unlisten()
+
+    def _reconnect(self) -> None:
+        self.stop.wait(min(self.poll * 5, 1.0))
+        try:
+            fresh = connect(self.master.url)
+        except MasterError as e:
+            log.warning("reconnect: %s", e)
+            return
+        self.master.close()
+        self.master = fresh
+        self._unlisten()
 
     def _listen(self) -> None:
         if self.master.dialect != "postgresql":
             return
         import psycopg
-        self._listener = psycopg.connect(self.master.url, autocommit=True)
-        self._listener.execute(f"LISTEN {CHANNEL}")
+        try:
+            self._listener = psycopg.connect(self.master.url, autocommit=True)
+            self._listener.execute(f"LISTEN {CHANNEL}")
+        except psycopg.Error as e:
+            log.warning("LISTEN %s: %s; polling until it works", CHANNEL, str(e).strip())
+            self._unlisten()
+
+    def _unlisten(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            except Exception:               # noqa: BLE001 - closing a broken connection
+                pass
+            self._listener = None
 
     def _wait(self) -> None:
         if self._listener is None:
             self.stop.wait(self.poll)
             return
-        # one notification is enough to wake; the timeout is a safety net (a lost connection)
-        for _ in self._listener.notifies(timeout=self.poll * 5, stop_after=1):
-            pass
+        import psycopg
+        try:
+            # one notification is enough to wake; the timeout is a safety net
+            for _ in self._listener.notifies(timeout=self.poll * 5, stop_after=1):
+                pass
+        except psycopg.Error as e:
+            log.warning("LISTEN connection lost (%s); reconnecting", str(e).strip())
+            self._unlisten()
+            self.stop.wait(self.poll)

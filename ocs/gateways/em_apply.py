@@ -15,22 +15,33 @@ Rules (issue 4, brm-ece.md A.3):
 from __future__ import annotations
 
 import json
+import logging
 
 from ..charging import balance as bal
 from ..charging.ledger import append_events
 from ..charging.model import MONEY, Account, Balance, Bucket
 from ..charging.provision import put_plan
-from ..charging.records import (decode_account, decode_balance, encode_account, encode_balance,
-                                plan_from_dict)
+from ..charging.records import (RecordError, check_bucket, decode_account, decode_balance, encode_account,
+                                encode_balance, plan_from_dict)
+
+log = logging.getLogger("ocs.em")
 
 CURSOR = b"em:cursor"
 MASTER_ID = b"em:master_id"
 LOADING = b"em:loading"
 APPLIED = b"adj:"
+FAILED = b"em:failed:"
+"""+ entity + ":" + key -> why that master change could not be applied (`--check` lists them)."""
+
 
 
 class SyncError(Exception):
     """The cache cannot follow this master (another master's cache, a broken change)."""
+
+
+# what applying one change can raise before it has written anything: bad data the
+# master let through must not stop the changes behind it
+APPLY_ERRORS = (SyncError, RecordError, ValueError, TypeError, KeyError)
 
 
 def cursor(txn) -> int | None:
@@ -100,6 +111,8 @@ def apply_adjustment(txn, adj: tuple, now: int, notices: list) -> bool:
     account = decode_account(raw)
     balance = decode_balance(txn.get("balances", account.id.encode()))
     bucket = credit(balance, adj)
+    check_bucket(bucket)
+    after = bal.summary(balance, now)          # checks every bucket before anything is written
     amount = int(adj[4])
     txn.put("balances", account.id.encode(), encode_balance(balance))
     txn.put("meta", marker, b"")
@@ -111,7 +124,7 @@ def apply_adjustment(txn, adj: tuple, now: int, notices: list) -> bool:
         "rating_group": None, "service_id": None, "start": now, "end": now,
         "units": {} if money else {bucket.kind: amount}, "plan": account.plan_id, "rate": None,
         "amount": -amount if money else 0, "currency": account.currency,
-        "impacts": [[bucket.id, amount]], "unpaid": 0, "balance_after": bal.summary(balance, now)}],
+        "impacts": [[bucket.id, amount]], "unpaid": 0, "balance_after": after}],
         now)
     if amount > 0:
         notices.append((account.id, "reauth", f"{adj[2]} {adj[0]}"))
@@ -119,24 +132,38 @@ def apply_adjustment(txn, adj: tuple, now: int, notices: list) -> bool:
 
 
 def apply_changes(txn, items: list, expected: int, last: int, now: int) -> int:
-    """Apply (entity, payload) items read from the master for changes (expected, last].
-    Returns the number of notices queued."""
+    """Apply (entity, key, payload) items read from the master for changes (expected, last].
+    A change that cannot be applied is recorded under ``em:failed:`` and skipped: the
+    ones behind it still apply. Returns the number of notices queued."""
     at = cursor(txn)
     if at != expected:
         raise SyncError(f"cache cursor is {at}, expected {expected}: is another EM gateway running?")
     notices: list = []
-    for entity, payload in items:
-        if payload is None:
-            continue                    # deleted since: nothing of it to apply
-        if entity == "plan":
-            apply_plan(txn, payload)
-        elif entity == "account":
-            apply_account(txn, account_from_row(*payload), now, notices)
-        elif entity == "adjustment":
-            apply_adjustment(txn, payload, now, notices)
-        # "customer": names and addresses are for invoices; the cache does not hold them
+    for entity, key, payload in items:
+        failed = FAILED + f"{entity}:{key}".encode()
+        try:
+            apply_one(txn, entity, payload, now, notices)
+        except APPLY_ERRORS as e:
+            log.error("cannot apply %s %s: %s", entity, key, e)
+            txn.put("meta", failed, str(e).encode())
+            continue
+        if txn.get("meta", failed) is not None:
+            txn.delete("meta", failed)
     txn.put("meta", CURSOR, str(last).encode())
     return queue(txn, notices, now)
+
+
+def apply_one(txn, entity: str, payload, now: int, notices: list) -> None:
+    """Each branch checks everything before its first write."""
+    if payload is None:
+        return                          # deleted since: nothing of it to apply
+    if entity == "plan":
+        apply_plan(txn, payload)
+    elif entity == "account":
+        apply_account(txn, account_from_row(*payload), now, notices)
+    elif entity == "adjustment":
+        apply_adjustment(txn, payload, now, notices)
+    # "customer": names and addresses are for invoices; the cache does not hold them
 
 
 def queue(txn, notices: list, now: int) -> int:
@@ -162,22 +189,32 @@ def load_batch(txn, accounts: list, master_id: str, now: int) -> None:
     txn.put("meta", LOADING, b"1")
     notices: list = []
     for account, adjustments in accounts:
-        key = account.id.encode()
-        if txn.get("accounts", key) is not None:
-            apply_account(txn, account, now, notices)
-            for adj in adjustments:
-                apply_adjustment(txn, adj, now, notices)
-            continue
-        balance = Balance(account.id, [])
-        bal.main_bucket(balance)
-        for adj in adjustments:
-            credit(balance, adj)
-            txn.put("meta", APPLIED + adj[0].encode(), b"")
-        txn.put("accounts", key, encode_account(account))
-        txn.put("balances", key, encode_balance(balance))
-        for ident in account.identities:
-            txn.put("identities", ident.encode(), key)
+        try:
+            _load_account(txn, account, adjustments, now, notices)
+        except APPLY_ERRORS as e:
+            log.error("cannot load account %s: %s", account.id, e)
+            txn.put("meta", FAILED + f"account:{account.id}".encode(), str(e).encode())
     queue(txn, notices, now)
+
+
+def _load_account(txn, account: Account, adjustments: list, now: int, notices: list) -> None:
+    key = account.id.encode()
+    if txn.get("accounts", key) is not None:
+        apply_account(txn, account, now, notices)
+        for adj in adjustments:
+            apply_adjustment(txn, adj, now, notices)
+        return
+    balance = Balance(account.id, [])
+    bal.main_bucket(balance)
+    for adj in adjustments:
+        credit(balance, adj)
+    bal.summary(balance, now)                  # checks every bucket before anything is written
+    for adj in adjustments:
+        txn.put("meta", APPLIED + adj[0].encode(), b"")
+    txn.put("accounts", key, encode_account(account))
+    txn.put("balances", key, encode_balance(balance))
+    for ident in account.identities:
+        txn.put("identities", ident.encode(), key)
 
 
 def finish_load(txn, last: int) -> None:

@@ -1,8 +1,9 @@
 """`ocs em-gateway --check`: compare the master database with the cache and list differences.
 
 Compared: every plan (as the cache stores it), every account's plan, currency,
-status, credit limit, name and identities, the identity index both ways, and
-that every top-up/adjustment covered by the cursor has been applied. Changes
+status, credit limit, name and identities, the identity index both ways, that
+every top-up/adjustment covered by the cursor has been applied, and the changes
+the gateway could not apply (recorded under ``em:failed:``). Changes
 after the cache's cursor are not yet applied by definition: the entities they
 touch are reported as pending, not as differences.
 """
@@ -67,6 +68,24 @@ def check(store, master: Master, out, limit: int = 50) -> int:
         for key, _ in txn.items("accounts"):
             if key.decode() not in seen:
                 diffs.append(f"account {key.decode()}: in the cache, not in the master")
+        # the identity index the other way: every cache entry must be the master's too
+        # (a stray one would charge the wrong account); both sides sorted, merged
+        master_ids = master.stream(cur, "SELECT identity, account_id FROM identities ORDER BY "
+                                        + master.ordered("identity"))
+        want = next(master_ids, None)
+        for key, value in txn.items("identities"):
+            ident, owner = key.decode(), value.decode()
+            while want is not None and want[0] < ident:
+                want = next(master_ids, None)
+            if ("account", owner) in pending or (want is not None and want[0] == ident
+                                                 and ("account", want[1]) in pending):
+                continue
+            if want is None or want[0] != ident:
+                diffs.append(f"identity {ident}: points to {owner} in the cache, not in the master")
+            elif want[1] != owner:
+                diffs.append(f"identity {ident}: points to {owner} in the cache, {want[1]} in the master")
+        for key, why in txn.items("meta", ap.FAILED, ap.FAILED[:-1] + b";"):
+            diffs.append(f"{key[len(ap.FAILED):].decode()}: could not be applied: {why.decode()}")
         for (adj_id,) in master.stream(cur, "SELECT id FROM adjustments"):
             if ("adjustment", adj_id) in pending:
                 continue

@@ -26,7 +26,7 @@ from typing import Iterator
 
 from ..charging.model import ACCOUNT_STATUSES, MONEY
 from ..charging.records import RecordError, plan_from_dict
-from ..charging.units import CURRENCIES
+from ..charging.units import CURRENCIES, UNIT_NAMES
 from .migrations import LATEST, MIGRATIONS
 
 CHANNEL = "ocs_changes"
@@ -36,6 +36,38 @@ ENTITIES = ("plan", "account", "adjustment", "customer")
 
 class MasterError(Exception):
     """A bad request to the master or a database it cannot use; the message says which."""
+
+
+MAX_AMOUNT = 1 << 62          # money and units are 64-bit in both engines and in the cache
+REASONS = ("top_up", "adjustment")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_adjustment(id, amount, kind, reason, bucket, expires, rating_groups) -> None:
+    what = f"adjustment {id}"
+    if not isinstance(id, str) or not 0 < len(id.encode()) <= 200:
+        raise MasterError("adjustment id must be a string of 1 to 200 octets")
+    if not _is_int(amount) or amount == 0 or abs(amount) > MAX_AMOUNT:
+        raise MasterError(f"{what}: amount must be a non-zero integer within ±2^62")
+    if reason not in REASONS:
+        raise MasterError(f"{what}: reason must be one of {', '.join(REASONS)}")
+    if kind != MONEY and kind not in UNIT_NAMES:
+        raise MasterError(f"{what}: kind {kind!r} is neither money nor one of {', '.join(UNIT_NAMES)}")
+    if bucket is not None and (not isinstance(bucket, str) or not 0 < len(bucket.encode()) <= 100):
+        raise MasterError(f"{what}: bucket must be a string of 1 to 100 octets")
+    if bucket == "main" and (kind != MONEY or expires is not None or rating_groups):
+        raise MasterError(f"{what}: bucket main is the account's money; name another bucket")
+    if expires is not None and (not _is_int(expires) or not 0 < expires < 1 << 40):
+        raise MasterError(f"{what}: expires must be seconds since 1970")
+    if rating_groups is not None and not all(_is_int(g) and 0 <= g < 1 << 32 for g in rating_groups):
+        raise MasterError(f"{what}: rating groups must be integers 0..4294967295")
+    if amount < 0 and (kind != MONEY or bucket not in (None, "main") or expires is not None):
+        raise MasterError(f"{what}: only money into the main balance can be negative")
+    if reason == "top_up" and amount < 0:
+        raise MasterError(f"{what}: a top-up must be positive")
 
 
 def connect(url: str) -> "Master":
@@ -288,29 +320,41 @@ class Master:
                        reason: str = "top_up", bucket: str | None = None,
                        expires: int | None = None, rating_groups: tuple | None = None) -> bool:
         """Record a top-up or adjustment once (by ``id``). False when it was already recorded
-        with the same content; a different one under the same id is refused."""
-        if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0:
-            raise MasterError(f"adjustment {id}: amount must be a non-zero integer")
-        if amount < 0 and (kind != MONEY or bucket or expires):
-            raise MasterError(f"adjustment {id}: only money into the main balance can be negative")
-        if reason == "top_up" and amount < 0:
-            raise MasterError(f"adjustment {id}: a top-up must be positive")
+        with the same content (also when two retries race); other content under the same id
+        is refused. Everything the cache will need is checked here, so a change the master
+        accepts is one the EM gateway can apply."""
+        _check_adjustment(id, amount, kind, reason, bucket, expires, rating_groups)
         rgs = json.dumps(list(rating_groups)) if rating_groups else None
         row = (id, account_id, reason, kind, amount, bucket, expires, rgs)
         with self.transaction() as cur:
-            old = cur.one("SELECT id, account_id, reason, kind, amount, bucket, expires, rating_groups"
-                          " FROM adjustments WHERE id = ?", (id,))
+            old = self._adjustment_row(cur, id)
             if old is not None:
-                if tuple(old) != row:
+                if old != row:
                     raise MasterError(f"adjustment {id} exists with other content")
                 return False
             if cur.one("SELECT 1 FROM accounts WHERE id = ?", (account_id,)) is None:
                 raise MasterError(f"adjustment {id}: no account {account_id!r}")
+            if bucket is not None:
+                other = cur.one("SELECT kind FROM adjustments WHERE account_id = ? AND bucket = ? "
+                                "AND kind <> ?", (account_id, bucket, kind))
+                if other is not None:
+                    raise MasterError(f"adjustment {id}: bucket {bucket} of {account_id} holds "
+                                      f"{other[0]}, not {kind}")
             cur.execute("INSERT INTO adjustments (id, account_id, reason, kind, amount, bucket, expires,"
-                        " rating_groups, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        row + (int(time.time()),))
+                        " rating_groups, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                        " ON CONFLICT (id) DO NOTHING", row + (int(time.time()),))
+            if cur.rowcount == 0:        # a concurrent retry committed it first
+                if self._adjustment_row(cur, id) != row:
+                    raise MasterError(f"adjustment {id} exists with other content")
+                return False
             self._log(cur, "adjustment", id)
         return True
+
+    @staticmethod
+    def _adjustment_row(cur: Cursor, id: str) -> tuple | None:
+        old = cur.one("SELECT id, account_id, reason, kind, amount, bucket, expires, rating_groups"
+                      " FROM adjustments WHERE id = ?", (id,))
+        return tuple(old) if old is not None else None
 
     # -- reads -------------------------------------------------------------------
     def changes_after(self, seq: int, limit: int) -> list[tuple]:
