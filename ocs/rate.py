@@ -5,33 +5,36 @@ each one in a transaction function of its own (ocs.charging.offline.rate_record)
 submitted to the store's writer BATCH at a time (the store commits a batch at
 once and isolates a function that raises, so a rejected record does not sink
 its batch), and writes what cannot be rated to a reject file, one JSON object a
-line: {"line": N, "record": "<the input line>", "reason": "..."}. A record is
-charged at most once: re-running a file (after a crash, or a fixed reject file)
-charges only what was not rated yet. Exit status: 0 every record rated or
-already rated, 1 some rejected, 2 a usage, file or store error (one line on
-stderr).
+line: {"line": N, "record": "<the input line>", "reason": "..."}. The reader
+(ocs/rate_input.py) turns any bad line into a reject; only an unusable file or
+CSV header stops the run. The reject file is written to a temp file next to
+it and renamed onto it when the run completes, so a run that fails or is
+interrupted leaves the previous one's reject file as it was; it may not be the
+input file. A record is charged at most once: re-running a file (after a
+crash, or a fixed reject file) charges only what was not rated yet, and a
+different record under an id already rated is rejected. Exit status: 0 every
+record rated or already rated, 1 some rejected, 2 a usage, file or store error
+(one line on stderr).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
 import json
 import os
+import secrets
+import stat
 import sys
 import time
 
 from .charging import offline
 from .charging.records import RecordError
+from .rate_input import UsageError, chain, open_input, read
 
 COMMAND = "rate"
 BATCH = 500
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
-
-
-class UsageError(Exception):
-    """Bad arguments or an unusable input file: exit status 2."""
 
 
 def add_parser(sub) -> None:
@@ -55,15 +58,12 @@ def run(args, config) -> int:
         if not os.path.isdir(config.store.path):
             raise UsageError(f"no store at {config.store.path} (load plans and accounts first: "
                              f"ocs accounts load)")
-        with _open_input(args.file) as fh:
-            source = _read(fh, fmt, args.file)
+        with open_input(args.file) as fh:
+            _not_the_input(fh, args.file, rejects)
+            source = read(fh, fmt, args.file)
             first = next(source, None)          # the header is checked before anything is written
-            try:
-                out = open(rejects, "w", encoding="utf-8")
-            except OSError as e:
-                raise UsageError(f"cannot write {rejects}: {e.strerror or e}") from None
-            with out, open_store(config) as store:
-                items = source if first is None else _chain(first, source)
+            with _reject_file(rejects) as out, open_store(config) as store:
+                items = source if first is None else chain(first, source)
                 totals = _rate(items, store, now, out)
     except (UsageError, StoreError) as e:
         print(f"ocs: {e}", file=sys.stderr)
@@ -92,90 +92,78 @@ def _rejects_path(path: str, given: str | None) -> str:
     return path + ".rejects"
 
 
+def _not_the_input(fh, name: str, rejects: str) -> None:
+    """Refuse a reject file that is the input: it would replace the records being read."""
+    try:
+        st = os.stat(rejects)
+    except OSError:
+        return                                      # no such file (or cannot be written, later)
+    if not stat.S_ISREG(st.st_mode):
+        return                                      # /dev/null, a pipe: written in place
+    try:
+        same = os.path.samestat(os.fstat(fh.fileno()), st)
+    except (OSError, ValueError, AttributeError):   # no file descriptor (a test's stdin)
+        same = name != "-" and os.path.realpath(name) == os.path.realpath(rejects)
+    if same:
+        raise UsageError(f"--rejects {rejects} is the input file: give another path")
+
+
 @contextlib.contextmanager
-def _open_input(path: str):
-    if path == "-":
-        yield sys.stdin.buffer
-        return
+def _reject_file(path: str):
+    """A text file for rejects: a temp file next to `path`, renamed onto it when the
+    block completes, removed when it raises (the previous reject file stays as it
+    was). A `path` that exists and is not a regular file (/dev/null, a pipe) is
+    written in place."""
+    target = os.path.realpath(path)         # through a symbolic link, as open() would
     try:
-        fh = open(path, "rb")
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
     except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
-    with fh:
-        yield fh
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
-
-
-def _lines(fh, name: str):
-    """(line number, text, None) or (line number, text with U+FFFD, reason) for each non-blank line."""
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
     try:
-        for n, raw in enumerate(fh, 1):
-            raw = raw.rstrip(b"\r\n")
-            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]                    # a UTF-8 byte order mark (spreadsheets write one)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield n, raw.decode("utf-8", "replace"), f"not UTF-8 (octet {e.start + 1})"
-                continue
-            if text.strip():
-                yield n, text, None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            tmp, out = None, open(path, "w", encoding="utf-8", errors="backslashreplace")
+        else:
+            tmp, fd = _temp_next_to(target, st)
+            out = open(fd, "w", encoding="utf-8", errors="backslashreplace")
     except OSError as e:
-        raise UsageError(f"cannot read {name}: {e.strerror or e}") from None
-
-
-def _read(fh, fmt: str, name: str):
-    """(line number, input line, UsageRecord or None, reason or None) for each record."""
-    lines = _lines(fh, name)
-    header = None
-    if fmt == "csv":
-        for n, text, bad in lines:
-            if bad:
-                raise UsageError(f"{name}: header line {n} is {bad}")
-            header = [c.strip() for c in _csv_row(text)]
-            problem = offline.header_problem(header)
-            if problem:
-                raise UsageError(f"{name}: header line {n}: {problem}")
-            break
-    for n, text, bad in lines:
-        fields = None
-        if bad is None:
-            fields, bad = _csv_fields(text, header) if fmt == "csv" else _json_fields(text)
-        if bad is None:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+    done = False
+    try:
+        with out:
+            yield out
             try:
-                yield n, text, offline.parse_record(fields, n), None
-                continue
-            except offline.RecordRejected as e:
-                bad = e.reason
-        yield n, text, None, bad
+                out.flush()
+                if tmp is not None:
+                    os.fsync(out.fileno())
+            except OSError as e:
+                raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+        if tmp is not None:
+            try:
+                os.replace(tmp, target)
+            except OSError as e:
+                raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+        done = True
+    finally:
+        if tmp is not None and not done:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
-def _csv_row(text: str) -> list:
-    return next(csv.reader([text], strict=True))
-
-
-def _csv_fields(text: str, header: list) -> tuple[dict | None, str | None]:
-    try:
-        row = _csv_row(text)
-    except csv.Error as e:
-        return None, f"not a CSV row: {e}"
-    if len(row) != len(header):
-        return None, f"{len(row)} columns, the header has {len(header)}"
-    return dict(zip(header, row)), None
-
-
-def _json_fields(text: str) -> tuple[dict | None, str | None]:
-    try:
-        fields = json.loads(text)
-    except ValueError as e:
-        return None, f"not JSON: {getattr(e, 'msg', e)}"
-    if not isinstance(fields, dict):
-        return None, "not a JSON object"
-    return fields, None
+def _temp_next_to(target: str, st) -> tuple[str, int]:
+    folder, base = os.path.split(target)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)    # umask applies
+        except FileExistsError:
+            continue
+        if st is not None:
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))     # keep the old reject file's mode
+        return tmp, fd
+    raise FileExistsError(f"no free temp file name next to {target}")
 
 
 def _rate(items, store, now: int, out) -> dict:

@@ -4,6 +4,9 @@ idempotency, every kind of reject, and the command end to end."""
 
 import argparse
 import json
+import os
+
+import attrs
 
 import pytest
 
@@ -183,9 +186,37 @@ def test_allowances_first_and_only_for_their_rating_groups(store_dir):
         e = go("c", 10, 1048576 + 1)    # 524288 left; 524289 over -> 525312 x 2 / 2^20: 2
         assert (e["amount"], e["impacts"]) == (2, [["data-1mb", -524288], ["main", -2]])
         assert e["balance_after"] == {"money": 10000 - 6, "total_octets": 0}
-        assert st.write(lambda t: offline.rate_record(t, offline.parse_record(
-            {"id": "c", "identity": "e164:46700000001", "context": "x", "start": 1, "end": 1, "units": 1,
-             "unit": "time"}), MON))["status"] == "already_rated"
+        other = offline.parse_record({"id": "c", "identity": "e164:46700000001", "context": "x", "start": 1,
+                                      "end": 1, "units": 1, "unit": "time"})
+        with pytest.raises(offline.RecordRejected, match=f"^record id c was rated before with other "
+                                                         f"content \\(event {e['event_id']}\\)$"):
+            st.write(lambda t: offline.rate_record(t, other, MON))
+        same = offline.parse_record({"id": "c", "identity": "e164:46700000001", "context": "32251@3gpp.org",
+                                     "rating_group": "10", "start": "2026-11-23T09:00:00+01:00",
+                                     "end": MON + 60, "units": 1048577, "unit": "total_octets"})
+        assert st.write(lambda t: offline.rate_record(t, same, MON)) == {
+            "status": "already_rated", "record_id": "c", "event_id": e["event_id"]}
+        with st.read() as t:     # the marker: event id and content hash
+            assert bytes(t.get("meta", b"rated:c")).decode() == f"{e['event_id']} {offline.content_hash(same)}"
+        st.write(lambda t: t.put("meta", b"rated:old", b"x-1"))   # a marker without a hash (older)
+        old = attrs.evolve(other, record_id="old")
+        assert st.write(lambda t: offline.rate_record(t, old, MON))["event_id"] == "x-1"
+
+
+def test_reused_id_with_other_content_is_rejected_not_dropped(store_dir, tmp_path, capsys):
+    sms = {"id": "ok1", "identity": "e164:46700000001", "context": "32274@3gpp.org", "start": MON,
+           "end": MON, "units": 1, "unit": "service_specific_units"}
+    f = write(tmp_path, "ids.jsonl", [json.dumps(sms), json.dumps({**sms, "units": 50})])
+    code, out, _ = ocs_rate(store_dir, capsys, f)
+    assert code == 1 and out.startswith("rated 1, already rated 0, rejected 1")
+    (event,) = state(store_dir)[1]
+    assert [json.loads(x) for x in open(f + ".rejects")] == [{"line": 2, "record": json.dumps({**sms, "units": 50}),
+        "reason": f"record id ok1 was rated before with other content (event {event['event_id']})"}]
+    again = write(tmp_path, "again.csv", ["id,identity,context,start,end,units,unit",
+                                          "ok1,e164:46700000001,32274@3gpp.org,2026-11-23T08:00:00Z,"
+                                          f"{MON},1,service_specific_units"])
+    assert ocs_rate(store_dir, capsys, again)[:2] == (0, f"rated 0, already rated 1, rejected 0 (-> {again}.rejects)\n")
+    assert state(store_dir)[0]["alice"]["main"] == 10000 - 9
 
 
 REJECTS = [  # (CSV line, reason)
@@ -212,6 +243,10 @@ REJECTS = [  # (CSV line, reason)
      f"start: '{MON}.5' is neither epoch seconds nor an ISO 8601 time"),
     ("r15,e164:46700000001,32260@3gpp.org", "3 columns, the header has 8"),
     ('r16,"e164:46700000001,32260@3gpp.org', "not a CSV row: unexpected end of data"),
+    (f"r17,e164:46700000001,32260@3gpp.org,,{MON},9999-12-31T23:59:59-01:00,5,time",
+     "end: '9999-12-31T23:59:59-01:00' is not between 1970 and 9999 (UTC)"),
+    (f"r18,e164:46700000001,32260@3gpp.org,,{MON},{MON},{'9' * 5000},time",
+     f"units must be <= {offline.MAX_UNITS}, not a number of 5000 digits"),
 ]
 
 
@@ -298,3 +333,77 @@ def test_many_batches_from_stdin_with_rejects_inside(store_dir, tmp_path, capsys
     balances, events = state(store_dir)
     assert len(events) == 1190 and balances["bob"]["main"] == -500        # 66 paid, the rest unpaid
     assert sum(e["amount"] for e in events) == 600 and sum(e["unpaid"] for e in events) == 1190 * 9 - 600
+
+
+def test_any_bad_line_is_rejected_and_the_rest_rated(store_dir, tmp_path, capsys, monkeypatch):
+    good = {"identity": "e164:46700000001", "context": "32274@3gpp.org", "start": MON, "end": MON,
+            "units": 1, "unit": "service_specific_units"}
+    parse = offline.parse_record
+    def parse_or_fail(fields, n):                  # anything unforeseen a line can raise
+        if fields.get("id") == "boom":
+            raise RuntimeError("boom\ud800\nat line 2")
+        return parse(fields, n)
+    monkeypatch.setattr(offline, "parse_record", parse_or_fail)
+    f = tmp_path / "bad.jsonl"
+    f.write_bytes(b"[" * 200000 + b'\n{"id": "\xff"}\n' + "\n".join(json.dumps(x) for x in [
+        {**good, "id": "\ud800"}, {**good, "id": "boom"}, good]).encode() + b"\n")
+    code, out, err = ocs_rate(store_dir, capsys, str(f))
+    assert (code, err) == (1, "") and out.startswith("rated 1, already rated 0, rejected 4")
+    assert [(r["line"], r["reason"]) for r in map(json.loads, open(f"{f}.rejects"))] == [
+        (1, "not JSON: nested too deeply"), (2, "not UTF-8 (octet 9)"),
+        (3, "field 'id': '\\ud800' is not valid Unicode (a lone surrogate)"),
+        (4, "cannot be read: RuntimeError: boom\ud800 at line 2")]
+    # CSV: a broken data row or invalid UTF-8 is a reject; a broken header stops the file (exit 2)
+    rows = [b"identity,context,start,end,units,unit", b'"e164:46700000001,32274@3gpp.org,1,1,1,money',
+            b"e164:4670000000\xc3,32274@3gpp.org,1,1,1,money",
+            f"e164:46700000001,32274@3gpp.org,{MON},{MON},2,service_specific_units".encode()]
+    f.with_suffix(".csv").write_bytes(b"\n".join(rows))
+    code, out, _ = ocs_rate(store_dir, capsys, str(f.with_suffix(".csv")))
+    assert code == 1 and out.startswith("rated 1, already rated 0, rejected 2")
+    f.with_suffix(".csv").write_bytes(b'"identity,context\n' + rows[3])
+    assert ocs_rate(store_dir, capsys, str(f.with_suffix(".csv"))) == (
+        2, "", f"ocs: {tmp_path}/bad.csv: header line 1 is not a CSV row: unexpected end of data\n")
+    assert state(store_dir)[0]["alice"]["main"] == 10000 - 27
+
+
+def test_rejects_may_not_be_the_input(store_dir, tmp_path, capsys, monkeypatch):
+    lines = [json.dumps({"id": f"s{i}", "identity": "e164:46700000001", "context": "32274@3gpp.org",
+                         "start": MON, "end": MON, "units": 1 if i % 7 else "x", "unit": "service_specific_units"})
+             for i in range(2000)]
+    f = write(tmp_path, "same.jsonl", lines)
+    data = open(f, "rb").read()
+    os.symlink(f, tmp_path / "link.jsonl")
+    monkeypatch.chdir(tmp_path)
+    for rejects in (f, "same.jsonl", "./same.jsonl", "link.jsonl"):
+        assert ocs_rate(store_dir, capsys, f, "--rejects", rejects) == (
+            2, "", f"ocs: --rejects {rejects} is the input file: give another path\n")
+    monkeypatch.setattr("sys.stdin", open(f))
+    assert ocs_rate(store_dir, capsys, "-", "--format", "jsonl", "--rejects", "link.jsonl")[0] == 2
+    assert open(f, "rb").read() == data and state(store_dir)[1] == []
+    monkeypatch.setattr("sys.stdin", open(os.devnull))          # the same, but not a regular file
+    assert ocs_rate(store_dir, capsys, "-", "--format", "csv", "--rejects", os.devnull)[0] == 0
+    code, out, _ = ocs_rate(store_dir, capsys, "link.jsonl", "--rejects", "/dev/null")     # not renamed onto
+    assert code == 1 and out.startswith("rated 1714, already rated 0, rejected 286 (-> /dev/null)")
+
+
+def test_reject_file_replaced_only_when_a_run_completes(store_dir, tmp_path, capsys, monkeypatch):
+    f = write(tmp_path, "u.csv", [HEADER] + [r for r, _ in REJECTS[:4]] + ALICE_CSV[1:])
+    (tmp_path / "r").write_text("the previous run's rejects\n")
+    os.chmod(tmp_path / "r", 0o640)
+    flush, calls = rate._flush, []
+    def interrupted(*a):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        flush(*a)
+    monkeypatch.setattr(rate, "BATCH", 3)
+    monkeypatch.setattr(rate, "_flush", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ocs_rate(store_dir, capsys, f, "--rejects", str(tmp_path / "r"))
+    assert (tmp_path / "r").read_text() == "the previous run's rejects\n"
+    assert sorted(os.listdir(tmp_path)) == ["r", "store", "u.csv"]          # no temp file left
+    monkeypatch.setattr(rate, "_flush", flush)
+    code, out, _ = ocs_rate(store_dir, capsys, f, "--rejects", str(tmp_path / "r"))
+    assert code == 1 and out.startswith("rated 5, already rated 0, rejected 4")
+    assert [json.loads(x)["line"] for x in open(tmp_path / "r")] == [2, 3, 4, 5]
+    assert os.stat(tmp_path / "r").st_mode & 0o777 == 0o640

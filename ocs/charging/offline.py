@@ -14,9 +14,12 @@ closed one is not.
 `rate_record` is a transaction function (duck-typed txn, like ledger.py). In
 one transaction it writes the balance, ONE rated event of type
 "offline_usage" (outbox) and the idempotency key `meta/rated:<record id>`
-(value: the event id), so a record is charged at most once however often it
-is fed. A record that cannot be rated raises RecordRejected before anything
-is written.
+(value: the event id, a space and the hash of the record's normalized content,
+`record_key`), so a record is charged at most once however often it is fed,
+and a DIFFERENT record reusing a rated id is rejected, not dropped (a marker
+holding only an event id, as written before the hash was kept, counts as
+"already rated"). A record that cannot be rated raises RecordRejected before
+anything is written.
 """
 
 from __future__ import annotations
@@ -39,10 +42,11 @@ from .units import UNIT_NAMES, UNIT_SPELLING, UnitType
 REQUIRED = ("identity", "context", "start", "end", "units", "unit")
 OPTIONAL = ("record_id", "id", "rating_group", "service_id")
 FIELDS = REQUIRED + OPTIONAL
-RATED = b"rated:"            # meta key prefix: record id -> event id
+RATED = b"rated:"            # meta key prefix: record id -> "<event id> <content hash>"
 MAX_ID_BYTES = 200           # LMDB keys are at most 511 octets
 MAX_UNITS = 1 << 62          # stored quantities hold 64 bits
 MAX_TIME = 253402300799      # 9999-12-31T23:59:59Z
+MAX_DIGITS = 40              # longer integers are out of every range (and slow to convert)
 UNSIGNED32 = (1 << 32) - 1   # Rating-Group, Service-Identifier (RFC 4006 §8.28, §8.29)
 _INT = re.compile(r"[+-]?[0-9]+")
 
@@ -95,6 +99,10 @@ def _int(fields: dict, name: str, lo: int, hi: int) -> int | None:
     if isinstance(v, int) and not isinstance(v, bool):
         n = v
     elif isinstance(v, str) and _INT.fullmatch(v.strip()):
+        digits = len(v.strip().lstrip("+-").lstrip("0"))
+        if digits > MAX_DIGITS:
+            bound = f">= {lo}" if v.strip().startswith("-") else f"<= {hi}"
+            raise RecordRejected(f"{name} must be {bound}, not a number of {digits} digits")
         n = int(v.strip())
     else:
         raise RecordRejected(f"{name}: {v!r} is not an integer")
@@ -131,7 +139,7 @@ def _time(fields: dict, name: str) -> int:
         raise RecordRejected(f"{name}: {v!r} has a fraction of a second; times are whole seconds")
     n = int(t.timestamp())
     if not 0 <= n <= MAX_TIME:
-        raise RecordRejected(f"{name}: {v!r} is before 1970")
+        raise RecordRejected(f"{name}: {v!r} is not between 1970 and 9999 (UTC)")
     return n
 
 
@@ -153,6 +161,10 @@ def parse_record(fields: dict, line_no: int | None = None) -> UsageRecord:
 
 
 def _parse(fields: dict) -> UsageRecord:
+    for k, v in fields.items():             # JSON may hold lone surrogates: "\ud800"
+        for s in (k, v):
+            if isinstance(s, str) and not _encodable(s):
+                raise RecordRejected(f"field {k!r}: {s!r} is not valid Unicode (a lone surrogate)")
     unknown = sorted(str(k) for k in fields if k not in FIELDS)
     if unknown:
         raise RecordRejected(f"unknown field(s) {', '.join(unknown)}")
@@ -189,6 +201,20 @@ def _parse(fields: dict) -> UsageRecord:
     return UsageRecord(rid, identity, context, rating_group, service_id, start, end, units, unit)
 
 
+def _encodable(s: str) -> bool:
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def content_hash(rec: UsageRecord) -> str:
+    """`sha256:` + hash of the record's normalized content (its id when it has none)."""
+    return record_key(rec.identity, rec.context, rec.rating_group, rec.service_id, rec.start,
+                      rec.end, rec.units, rec.unit)
+
+
 def _service(rec: UsageRecord) -> str:
     out = rec.context
     if rec.rating_group is not None:
@@ -216,11 +242,17 @@ def debit(tariff: Tariff, plan: Plan, balance: Balance, credit_limit: int, ratin
 
 def rate_record(txn, rec: UsageRecord, now: int) -> dict:
     """Rate one record in `txn`. Returns {"status": "rated", "record_id", "event"} or,
-    for a record rated before, {"status": "already_rated", "record_id", "event_id"}."""
+    for the same record rated before, {"status": "already_rated", "record_id", "event_id"};
+    another record under a rated id raises RecordRejected."""
     key = RATED + rec.record_id.encode()
+    digest = content_hash(rec)
     prior = txn.get("meta", key)
     if prior is not None:
-        return {"status": "already_rated", "record_id": rec.record_id, "event_id": bytes(prior).decode()}
+        event_id, _, rated = bytes(prior).decode().partition(" ")
+        if rated and rated != digest:       # no hash: a marker written before hashes were kept
+            raise RecordRejected(f"record id {rec.record_id} was rated before with other content "
+                                 f"(event {event_id})")
+        return {"status": "already_rated", "record_id": rec.record_id, "event_id": event_id}
     owner = txn.get("identities", rec.identity.encode())
     raw = txn.get("accounts", bytes(owner)) if owner is not None else None
     if raw is None:
@@ -253,5 +285,5 @@ def rate_record(txn, rec: UsageRecord, now: int) -> dict:
         "currency": account.currency, "impacts": impacts, "unpaid": unpaid,
         "balance_after": bal.summary(balance, now), "record_id": rec.record_id}
     append_events(txn, [event], now)
-    txn.put("meta", key, event["event_id"].encode())
+    txn.put("meta", key, f"{event['event_id']} {digest}".encode())
     return {"status": "rated", "record_id": rec.record_id, "event": event}
