@@ -235,3 +235,16 @@ def test_a_rerun_that_fails_midway_leaves_the_old_run_whole(world, tmp_path, mon
     with pytest.raises(OSError):
         bill(master, "2025-10", str(tmp_path / "inv"), rerun=True, now=NOV + 2 * DAY)
     assert invoices_in_master(master) == before and before[2][0][0] == first["run_id"]
+
+
+def test_cycle_range_is_checked():
+    assert cycle_bounds("1970-01")[0] == 0 and cycle_bounds("9999-11")[1] == 253399622400
+    for bad in ("9999-12", "1969-12", "0001-01"):
+        with pytest.raises(BillingError, match="out of range"):
+            cycle_bounds(bad)
+
+
+def test_cli_bill_of_a_cycle_out_of_range_says_so_in_one_line(master, capsys):
+    assert main(["bill", "--cycle", "9999-12", "--master", master.url, "--store", "/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert err == "ocs: cycle '9999-12': out of range (1970-01 .. 9999-11)\n"

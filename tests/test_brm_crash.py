@@ -141,3 +141,80 @@ def test_sigterm_stops_between_batches(tmp_path, master_url):
     in_master, waiting = set(master_rows(master_url)), outbox_ids(lmdb)
     assert in_master | waiting == set(bodies) and not in_master & waiting   # a whole batch or none
     assert len(in_master) % BATCH == 0 and len(in_master) >= 3 * BATCH
+
+
+KILLER = """
+import os, signal, sys
+from ocs.cli import main
+from ocs.gateways import billing, invoice_html
+point, calls = sys.argv[1], []
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+if point == "staging":              # the 3rd account's files are being written: not committed
+    real_html = invoice_html.invoice_html
+    def html(inv):
+        calls.append(1)
+        if len(calls) == 3:
+            die()
+        return real_html(inv)
+    invoice_html.invoice_html = html
+elif point == "committed":          # after the commit, before the rename
+    billing.publish_cycle = lambda *a: die()
+elif point == "renamed":            # after the rename, before the run is marked finished
+    real_publish = billing.publish_cycle
+    def publish(*a):
+        real_publish(*a)
+        die()
+    billing.publish_cycle = publish
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_bill_killed_anywhere_is_finished_by_the_next_bill(tmp_path, master_url):
+    """`ocs bill` SIGKILLed while writing its files, between its commit and the rename, and
+    between the rename and marking the run finished: the next `ocs bill` (no --rerun) leaves
+    the master and the files in agreement, every file whole, no leftovers."""
+    import json
+    from ocs.gateways import brm
+    m = connect(master_url)
+    m.migrate()
+    lmdb, out = str(tmp_path / "lmdb"), tmp_path / "inv"
+    fill_outbox(lmdb, 500)
+    with LmdbStore(lmdb) as store:
+        brm.drain(store, m, 1000)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    args = ["bill", "--cycle", "2025-10", "--master", master_url, "--store", lmdb, "--out", str(out)]
+
+    def run(*cmd):
+        return subprocess.run([sys.executable, *cmd], capture_output=True, text=True, env=env,
+                              cwd=str(tmp_path), timeout=120)
+
+    def runs():
+        with m.transaction(snapshot=True) as cur:
+            return [tuple(r) for r in cur.all("SELECT id, finished_at FROM bill_runs")]
+    try:
+        for point, recorded, finish in [("staging", False, "billed"),
+                                        ("committed", True, "finished the interrupted bill run of"),
+                                        ("renamed", True, "re-billed")]:
+            if point != "staging":
+                assert run("-m", "ocs", *args, "--rerun").returncode == 0
+            before = runs()
+            killed = run("-c", KILLER, point, *args, *(["--rerun"] if before else []))
+            assert killed.returncode == -signal.SIGKILL, killed.stderr
+            after = runs()
+            assert (after != before) == recorded, point
+            if recorded:
+                assert after[0][1] is None                           # unfinished
+            done = run("-m", "ocs", *args)
+            assert done.returncode == 0 and done.stdout.startswith(f"{finish} 2025-10: 97 invoices"), (
+                point, done.stdout, done.stderr)
+            (run_id, finished), = runs()
+            assert finished is not None and (point != "committed" or run_id == after[0][0])
+            assert sorted(os.listdir(out)) == ["2025-10"]                   # no leftovers
+            files = os.listdir(out / "2025-10")
+            assert len(files) == 3 * 97 + 1
+            for name in files:
+                if name.endswith(".json"):
+                    assert json.loads((out / "2025-10" / name).read_text())["bill_run_id"] == run_id
+    finally:
+        m.close()

@@ -2,17 +2,19 @@
 ledger in a real LMDB outbox, delivered in order and exactly once; snapshots; auto billing; CLI."""
 
 import json
+import os
 import struct
 
 import pytest
 
 from ocs.charging import provision as prov
-from ocs.charging.ledger import Ledger
+from ocs.charging.ledger import Ledger, append_events
 from ocs.charging.records import decode_balance, decode_event, encode_event
 from ocs.charging.requests import CreditRequest, RequestedAction, RequestType, ServiceRequest
 from ocs.charging.units import UnitType
 from ocs.cli import main
-from ocs.gateways import brm
+from ocs.gateways import billing, brm, brm_snapshot
+from ocs.gateways.master import connect
 from ocs.store.lmdb import LmdbStore
 
 T0 = 1759276800 + 86400                       # 2025-10-02 00:00 UTC
@@ -172,3 +174,142 @@ def test_cli_once_and_snapshot(store, master, tmp_path, capsys):
     assert main(["brm-gateway", "--once", "--store", path, "--master",
                  f"sqlite:{tmp_path / 'unmigrated.db'}"]) == 2
     assert "schema version 0" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_store_that_is_not_a_folder_in_one_line(master, tmp_path, capsys):
+    not_a_folder = tmp_path / "passwd"
+    not_a_folder.write_text("root:x:0:0::/root:/bin/sh\n")
+    assert main(["brm-gateway", "--once", "--store", str(not_a_folder), "--master", master.url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ocs: cannot open the store at {not_a_folder}") and err.count("\n") == 1
+
+
+def test_a_different_event_under_a_delivered_id_stops_delivery(store, master):
+    """The outbox sequence went back (LMDB restored from a backup): new events reuse delivered
+    ids. The conflict clause must not count them as already present and drop them."""
+    charge_some(store, accounts=1)
+    before = outbox(store)
+    assert brm.deliver(store, master, 100) == (len(before), 0)
+    delivered = rows(master)
+    (k1, v1), (k2, v2) = before[1], before[2]
+    other = decode_event(v2)
+    other["amount"] += 7                                     # another event, same id
+    same = json.dumps(json.loads(v1), indent=2).encode()     # the same event, other formatting
+    store.write(lambda t: (t.put("outbox", k1, same), t.put("outbox", k2, encode_event(other))))
+    new = {"type": "usage", "account": "acc-0", "context": DATA, "start": T0, "end": T0 + 9,
+           "amount": 3, "unpaid": 0, "currency": "EUR", "units": {}}
+    store.write(lambda t: append_events(t, [new], T0 + 9))
+    waiting = outbox(store)
+    new_id = decode_event(waiting[-1][1])["event_id"]
+    with pytest.raises(brm.DeliveryError, match=f"event {other['event_id']} is already in the master "
+                                                "with a different body"):
+        brm.deliver(store, master, 100)
+    assert outbox(store) == waiting and rows(master) == delivered      # the batch rolled back whole
+    store.write(lambda t: t.delete("outbox", k2))                       # an operator looked
+    assert brm.deliver(store, master, 100) == (1, 1)                    # same JSON: already present
+    got = rows(master)
+    assert set(got) == set(delivered) | {new_id} and got[other["event_id"]] == delivered[other["event_id"]]
+
+
+def test_snapshot_writes_short_transactions_not_one_long_lock(store, master, monkeypatch):
+    """While LMDB is read the master is free: another connection writes (SQLite: BEGIN
+    IMMEDIATE would wait for the whole scan) and sees the chunks already written."""
+    charge_some(store, accounts=5)
+    other = connect(master.url)
+    if other.dialect == "sqlite":
+        other.conn.execute("PRAGMA busy_timeout = 200")
+    seen, real = [], brm_snapshot.decode_balance
+
+    def decode_and_write(raw):
+        if len(seen) == 4:                             # the 5th balance: 2 chunks of 2 written
+            other.put_customer("c-during-snapshot", "written while LMDB was read")
+            with other.transaction(snapshot=True) as cur:
+                seen.append(cur.one("SELECT count(*) FROM balance_snapshots")[0])
+        seen.append(None)
+        return real(raw)
+    monkeypatch.setattr(brm_snapshot, "decode_balance", decode_and_write)
+    try:
+        assert brm.take_snapshot(store, master, T0 + 500, chunk=2) == 5
+    finally:
+        other.close()
+    assert 4 in seen
+    with master.transaction(snapshot=True) as cur:
+        assert cur.one("SELECT count(*) FROM balance_snapshots WHERE taken_at = ?", (T0 + 500,))[0] == 5
+        assert cur.one("SELECT 1 FROM customers WHERE id = 'c-during-snapshot'") is not None
+
+
+def test_an_interrupted_snapshot_is_deleted_by_the_next_one(store, master, monkeypatch):
+    charge_some(store, accounts=5)
+    assert brm.take_snapshot(store, master, T0 + 100) == 5
+    calls, real = [], brm_snapshot.decode_balance
+
+    def die_midway(raw):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt("killed")
+        return real(raw)
+    monkeypatch.setattr(brm_snapshot, "decode_balance", die_midway)
+    with pytest.raises(KeyboardInterrupt):
+        brm.take_snapshot(store, master, T0 + 200, chunk=2)
+    monkeypatch.setattr(brm_snapshot, "decode_balance", real)
+
+    def snapshots():
+        with master.transaction(snapshot=True) as cur:
+            at = cur.one("SELECT value FROM master_meta WHERE key = ?", (brm.SNAPSHOT_AT,))[0]
+            return at, dict(cur.all("SELECT taken_at, count(*) FROM balance_snapshots GROUP BY taken_at"))
+    assert snapshots() == (str(T0 + 100), {T0 + 100: 5, T0 + 200: 2})   # 200: incomplete
+    for _ in range(2):                                          # the same second again: idempotent
+        assert brm.take_snapshot(store, master, T0 + 300, chunk=2) == 5
+        assert snapshots() == (str(T0 + 300), {T0 + 100: 5, T0 + 300: 5})
+
+
+def test_auto_bill_survives_an_unwritable_invoice_folder_and_finishes_later(store, master, tmp_path,
+                                                                           caplog):
+    charge_some(store, accounts=2)
+    blocker = tmp_path / "inv"
+    blocker.write_text("a file where the invoice folder should be")
+    nov = 1761955200
+    gw = brm.Gateway(store, master, batch=100, poll_interval=0.01, auto_bill=True,
+                     invoice_dir=str(blocker), clock=lambda: nov + 10)
+    real = gw.bill_due
+
+    def once(now):
+        try:
+            return real(now)
+        finally:
+            gw.stop.set()
+    gw.bill_due = once
+    with caplog.at_level("WARNING", logger="ocs.brm"):
+        gw.serve()                                            # logs, does not die
+    assert "auto bill: " in caplog.text and "retrying in 60 s" in caplog.text
+    assert outbox(store) == [] and len(rows(master)) == 10
+    with master.transaction(snapshot=True) as cur:
+        assert cur.all("SELECT cycle FROM bill_runs") == []         # nothing recorded
+    assert brm.due_cycles(store, master, nov + 70) == ["2025-10"]
+    blocker.unlink()
+    assert real(nov + 70) == ["2025-10"] and (blocker / "2025-10" / "acc-0.html").exists()
+
+
+def test_auto_bill_finishes_a_run_killed_before_its_files_were_in_place(store, master, tmp_path,
+                                                                       monkeypatch):
+    charge_some(store, accounts=2)
+    nov, inv = 1761955200, tmp_path / "inv"
+    gw = brm.Gateway(store, master, batch=100, auto_bill=True, invoice_dir=str(inv))
+    gw.step()
+
+    def killed(*args):
+        raise KeyboardInterrupt("SIGKILL")
+    monkeypatch.setattr(billing, "publish_cycle", killed)
+    with pytest.raises(KeyboardInterrupt):
+        gw.bill_due(nov + 10)
+    monkeypatch.undo()
+    with master.transaction(snapshot=True) as cur:
+        (run_id, finished), = cur.all("SELECT id, finished_at FROM bill_runs")
+    assert finished is None and not (inv / "2025-10").exists()
+    assert brm.due_cycles(store, master, nov + 70) == ["2025-10"]
+    assert gw.bill_due(nov + 70) == ["2025-10"] and (inv / "2025-10" / "acc-1.json").exists()
+    assert json.loads((inv / "2025-10" / "acc-1.json").read_text())["bill_run_id"] == run_id
+    with master.transaction(snapshot=True) as cur:
+        (again, finished), = cur.all("SELECT id, finished_at FROM bill_runs")
+    assert again == run_id and finished is not None
+    assert brm.due_cycles(store, master, nov + 130) == [] and os.listdir(inv) == ["2025-10"]

@@ -18,8 +18,12 @@ BRM gateway become invoices. Rules (docs/billing.md has the full story):
   the cycle, listed on the invoice; they do not change its total.
 One invoice per account with lines or payments. Run, invoices and lines are
 written in ONE master transaction; a cycle already billed is refused unless
-``rerun``, which replaces it in that same transaction. Money is integer minor
-units throughout.
+``rerun``, which replaces it in that same transaction. The files are written
+(and flushed to disk) beside their folder BEFORE that commit, renamed into place
+after it, and only then is the run marked finished (``finished_at``): a run
+found unfinished is finished by the next bill of its cycle (the staged folder
+renamed into place, or, when it is gone, the cycle billed afresh). Money is
+integer minor units throughout.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import sys
 import time
 
-from .invoice_render import describe, write_cycle
+from ..store.base import StoreError
+from .invoice_render import describe, publish_cycle, stage_cycle, staged_path
 from .master import Master, MasterError, connect
 
 COMMAND = "bill"
@@ -53,6 +59,8 @@ def cycle_bounds(cycle: str) -> tuple[int, int]:
         raise BillingError(f"cycle {cycle!r}: expected YYYY-MM, e.g. 2026-01") from None
     if len(cycle) != 7:
         raise BillingError(f"cycle {cycle!r}: expected YYYY-MM, e.g. 2026-01")
+    if not "1970-01" <= cycle <= "9999-11":
+        raise BillingError(f"cycle {cycle!r}: out of range (1970-01 .. 9999-11)")
     nxt = first.replace(year=first.year + (first.month == 12), month=first.month % 12 + 1)
     return int(first.timestamp()), int(nxt.timestamp())
 
@@ -87,7 +95,7 @@ def add_parser(sub) -> None:
 def run(args, config) -> int:
     try:
         master = connect(config.master.url)
-    except MasterError as e:
+    except (MasterError, OSError) as e:
         print(f"ocs: {e}", file=sys.stderr)
         return 2
     try:
@@ -101,38 +109,63 @@ def run(args, config) -> int:
                 raise BillingError(f"the outbox of {config.store.path} still holds {waiting} rated "
                                    f"events of {args.cycle}: run `ocs brm-gateway --once` first")
         out = bill(master, args.cycle, args.out or config.brm.invoice_dir, rerun=args.rerun)
-    except (BillingError, MasterError) as e:
+    except (BillingError, MasterError, StoreError) as e:
         print(f"ocs: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:                   # writing the files, before the commit: nothing recorded
+        print(f"ocs: {args.cycle} not billed: {e}", file=sys.stderr)
         return 2
     finally:
         master.close()
-    print(f"{'re-billed' if out['replaced'] else 'billed'} {args.cycle}: {out['invoices']} invoices, "
-          f"bill run {out['run_id']}, files in {out['dir']}")
+    done = "finished the interrupted bill run of" if out["recovered"] else (
+        "re-billed" if out["replaced"] else "billed")
+    print(f"{done} {args.cycle}: {out['invoices']} invoices, bill run {out['run_id']}, "
+          f"files in {out['dir']}")
     return 0
 
 
 def bill(master: Master, cycle: str, out_dir: str, rerun: bool = False, now: int | None = None) -> dict:
-    """Bill ``cycle`` and write its files; {run_id, invoices, replaced, dir, totals}."""
+    """Bill ``cycle`` and write its files; {run_id, invoices, replaced, recovered, dir, total}.
+    An unfinished run of the cycle (killed between its commit and its files) is finished:
+    with its staged folder, that is put in place (``recovered``); without, it is replaced."""
     start, end = cycle_bounds(cycle)
     now = int(time.time()) if now is None else now
     if end > now:
         raise BillingError(f"cycle {cycle} has not ended yet (it ends {_iso(end)})")
-    run_id = f"BR-{cycle}-{now}"
+    run_id, staged, count = f"BR-{cycle}-{now}", None, 0
+    try:
+        with master.transaction() as cur:
+            old = cur.one("SELECT id, finished_at, invoices FROM bill_runs WHERE cycle = ?", (cycle,))
+            if old is not None and old[1] is None and not rerun and os.path.isdir(
+                    staged_path(out_dir, cycle, old[0])):
+                run_id, count = old[0], old[2]                  # recover: put its files in place
+            else:
+                if old is not None and old[1] is not None and not rerun:
+                    raise BillingError(f"cycle {cycle} was already billed (bill run {old[0]}, "
+                                       f"{_iso(old[1])}); use --rerun to replace it")
+                invoices = build_invoices(master, cur, cycle, start, end, run_id, now)
+                if old is not None:
+                    cur.execute("DELETE FROM invoice_lines WHERE invoice_id IN "
+                                "(SELECT id FROM invoices WHERE bill_run_id = ?)", (old[0],))
+                    cur.execute("DELETE FROM invoices WHERE bill_run_id = ?", (old[0],))
+                    cur.execute("DELETE FROM bill_runs WHERE id = ?", (old[0],))
+                _record(cur, run_id, cycle, start, end, now, invoices)
+                staged, count = stage_cycle(out_dir, cycle, run_id, invoices), len(invoices)
+    except BaseException:
+        if staged is not None:                  # the commit failed: the files must not stay
+            shutil.rmtree(staged, ignore_errors=True)
+        raise
+    try:
+        path = publish_cycle(out_dir, cycle, run_id)
+    except OSError as e:
+        raise BillingError(f"bill run {run_id} of {cycle} is recorded but its files are not in "
+                           f"place ({e}); bill {cycle} again to finish it") from None
     with master.transaction() as cur:
-        old = cur.one("SELECT id, finished_at FROM bill_runs WHERE cycle = ?", (cycle,))
-        if old is not None and not rerun:
-            raise BillingError(f"cycle {cycle} was already billed (bill run {old[0]}, "
-                               f"{_iso(old[1])}); use --rerun to replace it")
-        invoices = build_invoices(master, cur, cycle, start, end, run_id, now)
-        if old is not None:
-            cur.execute("DELETE FROM invoice_lines WHERE invoice_id IN "
-                        "(SELECT id FROM invoices WHERE bill_run_id = ?)", (old[0],))
-            cur.execute("DELETE FROM invoices WHERE bill_run_id = ?", (old[0],))
-            cur.execute("DELETE FROM bill_runs WHERE id = ?", (old[0],))
-        _record(cur, run_id, cycle, start, end, now, invoices)
-    path = write_cycle(out_dir, cycle, invoices)
-    return {"run_id": run_id, "invoices": len(invoices), "replaced": old is not None, "dir": path,
-            "total": sum(i["total"] for i in invoices)}
+        cur.execute("UPDATE bill_runs SET finished_at = ? WHERE id = ?", (int(time.time()), run_id))
+        total = cur.one("SELECT coalesce(sum(total), 0) FROM invoices WHERE bill_run_id = ?",
+                        (run_id,))[0]
+    return {"run_id": run_id, "invoices": count, "replaced": old is not None and staged is not None,
+            "recovered": staged is None, "dir": path, "total": total}
 
 
 def build_invoices(master: Master, cur, cycle: str, start: int, end: int, run_id: str,
@@ -213,9 +246,10 @@ def _line_order(item) -> tuple:
 
 
 def _record(cur, run_id: str, cycle: str, start: int, end: int, now: int, invoices: list) -> None:
+    """The run, unfinished (finished_at NULL until its files are in place), invoices, lines."""
     cur.execute("INSERT INTO bill_runs (id, cycle, period_start, period_end, started_at, finished_at, "
-                "invoices) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run_id, cycle, start, end, now, int(time.time()), len(invoices)))
+                "invoices) VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                (run_id, cycle, start, end, now, len(invoices)))
     for inv in invoices:
         cur.execute("INSERT INTO invoices (id, bill_run_id, account_id, customer_id, cycle, currency, "
                     "subtotal, tax_name, tax_rate_bp, tax, total, payments, issued_at) "

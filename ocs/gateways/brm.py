@@ -5,7 +5,11 @@ Formatter + RE Loader) in one loop. Each batch:
 1. read the oldest ``batch`` outbox entries (8-byte big-endian sequence keys,
    commit order) in one LMDB read snapshot;
 2. insert them, in that order, into ``rated_events`` with ``INSERT ... ON
-   CONFLICT (event_id) DO NOTHING`` and commit the master transaction;
+   CONFLICT (event_id) DO NOTHING``; if the clause dropped any, compare each
+   dropped event with the stored one of its id: a different event under a
+   delivered id (the outbox sequence went back, e.g. LMDB restored from a
+   backup) rolls the batch back and stops the gateway (DeliveryError); then
+   commit the master transaction;
 3. only then delete exactly those keys from the outbox in one LMDB write.
 A crash before 2 commits changes nothing; a crash between 2 and 3 leaves the
 batch in the outbox, and the next run inserts none of it again (the event id
@@ -15,7 +19,7 @@ LMDB environment: a second one would still be exactly-once, but the two would
 interleave batches.
 
 Beside delivery: a balance snapshot every ``[brm] snapshot_interval`` seconds
-(every balance, one LMDB read snapshot, one master transaction), and with
+(every balance, one LMDB read snapshot, short master transactions), and with
 ``[brm] auto_bill`` the bill run of a month that has ended once none of its
 events is left in the outbox. SIGTERM/SIGINT stop the loop between batches.
 """
@@ -29,11 +33,11 @@ import sys
 import threading
 import time
 
-from ..charging import balance as bal
-from ..charging.records import RecordError, decode_balance, decode_event
+from ..charging.records import RecordError, decode_event
 from ..store.base import StoreError
 from ..store.lmdb import LmdbStore
 from . import billing
+from .brm_snapshot import SNAPSHOT_AT, take_snapshot
 from .master import Master, MasterError, connect
 
 log = logging.getLogger("ocs.brm")
@@ -41,7 +45,6 @@ COMMAND = "brm-gateway"
 INSERT = ("INSERT INTO rated_events (event_id, account_id, type, context, rating_group, service_id, "
           "start_at, end_at, amount, unpaid, currency, body, loaded_at) "
           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING")
-SNAPSHOT_AT = "brm:snapshot_at"        # master_meta key: taken_at of the last balance snapshot
 BILL_CHECK_EVERY = 60.0                # seconds between auto-bill checks
 
 
@@ -73,6 +76,8 @@ def deliver(store: LmdbStore, master: Master, batch: int, upto: bytes | None = N
     rows = [event_row(k, v, loaded_at) for k, v in items]
     with master.transaction() as cur:
         inserted = cur.executemany(INSERT, rows)
+        if inserted < len(rows):
+            _check_present(cur, items, rows)
     keys = [k for k, _ in items]
 
     def delete(txn):
@@ -82,6 +87,25 @@ def deliver(store: LmdbStore, master: Master, batch: int, upto: bytes | None = N
     log.info("batch outbox %d..%d: %d delivered, %d already present", int.from_bytes(keys[0], "big"),
              int.from_bytes(keys[-1], "big"), inserted, len(rows) - inserted)
     return inserted, len(rows) - inserted
+
+
+def _check_present(cur, items: list, rows: list) -> None:
+    """Every event the conflict clause dropped must be the event stored under its id (the same
+    JSON); else DeliveryError, which rolls the batch back and leaves it in the outbox."""
+    ids = list(dict.fromkeys(r[0] for r in rows))
+    stored = {}
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        stored.update((r[0], r[1]) for r in cur.all(
+            f"SELECT event_id, body FROM rated_events WHERE event_id IN ({', '.join('?' * len(part))})",
+            tuple(part)))
+    for (key, _), row in zip(items, rows):
+        body = stored.get(row[0])
+        if body != row[11] and (body is None or json.loads(body) != json.loads(row[11])):
+            raise DeliveryError(
+                f"outbox entry {int.from_bytes(key, 'big')}: event {row[0]} is already in the master "
+                "with a different body (did the outbox sequence go back, e.g. LMDB restored from a "
+                "backup?); not delivered, the gateway stops: an operator must look")
 
 
 def drain(store: LmdbStore, master: Master, batch: int, stop: threading.Event | None = None) -> tuple:
@@ -100,45 +124,19 @@ def drain(store: LmdbStore, master: Master, batch: int, stop: threading.Event | 
     return done, dup
 
 
-def take_snapshot(store: LmdbStore, master: Master, now: int, chunk: int = 1000) -> int:
-    """Every balance, as of one LMDB snapshot, into balance_snapshots at ``taken_at = now``.
-    Body: {"summary": totals by kind (ocs.charging.balance.summary), "buckets": the record's
-    bucket list}. One master transaction: a snapshot is there whole or not at all."""
-    sql = ("INSERT INTO balance_snapshots (account_id, taken_at, body) VALUES (?, ?, ?) "
-           "ON CONFLICT (account_id, taken_at) DO NOTHING")
-    n = 0
-    with store.read() as txn, master.transaction() as cur:
-        rows = []
-        for key, raw in txn.items("balances"):
-            b = decode_balance(raw)
-            body = {"summary": bal.summary(b, now), "buckets": json.loads(bytes(raw))["buckets"]}
-            rows.append((bytes(key).decode(), now, json.dumps(body, separators=(",", ":"))))
-            if len(rows) >= chunk:
-                n += len(rows)
-                cur.executemany(sql, rows)
-                rows = []
-        if rows:
-            n += len(rows)
-            cur.executemany(sql, rows)
-        cur.execute("INSERT INTO master_meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
-                    "DO UPDATE SET value = excluded.value", (SNAPSHOT_AT, str(now)))
-    log.info("balance snapshot at %d: %d balances", now, n)
-    return n
-
-
 def due_cycles(store: LmdbStore, master: Master, now: int) -> list[str]:
-    """Ended cycles to bill now, oldest first: each month after the last billed one up to
-    last month (when nothing was billed yet: last month, if the master holds any event that
-    ended by its end), without a bill run, whose events are all delivered (none of them
-    left in the outbox)."""
+    """Cycles to bill now: those whose bill run is unfinished (its files not in place), then
+    ended ones, oldest first: each month after the last billed one up to last month (when
+    nothing was billed yet: last month, if the master holds any event that ended by its
+    end), without a bill run, whose events are all delivered (none left in the outbox)."""
     last_month = billing.cycle_of(billing.cycle_bounds(billing.cycle_of(now))[0] - 1)
     with master.transaction(snapshot=True) as cur:
-        billed = {r[0] for r in cur.all("SELECT cycle FROM bill_runs")}
+        billed = {r[0]: r[1] for r in cur.all("SELECT cycle, finished_at FROM bill_runs")}
         first = cur.one("SELECT min(end_at) FROM rated_events")[0]
     if not billed and (first is None or first >= billing.cycle_bounds(last_month)[1]):
         return []
     cycle = billing.cycle_of(billing.cycle_bounds(max(billed))[1]) if billed else last_month
-    due = []
+    due = sorted(c for c, finished in billed.items() if finished is None)   # interrupted runs
     while cycle <= last_month:
         start, end = billing.cycle_bounds(cycle)
         if cycle not in billed:
@@ -197,6 +195,9 @@ class Gateway:
                 log.warning("%s; retrying in %.1f s", e, max(self.poll, 1.0))
                 self._reconnect()
                 n = 0
+            except OSError as e:         # invoice files (nothing recorded): the next bill check
+                log.warning("auto bill: %s; retrying in %.0f s", e, BILL_CHECK_EVERY)
+                n = 0
             if n == 0:
                 self.stop.wait(self.poll)
         log.info("stopped: %d delivered, %d already present", self.delivered, self.duplicates)
@@ -227,14 +228,17 @@ def run(args, config) -> int:
     b = config.brm
     try:
         master = connect(config.master.url)
-    except MasterError as e:
+    except (MasterError, OSError) as e:
         print(f"ocs: {e}", file=sys.stderr)
         return 2
     store = gw = None
     try:
         master.check_schema()
-        store = LmdbStore(config.store.path, map_size=config.store.map_size,
-                          durability=config.store.durability)
+        try:
+            store = LmdbStore(config.store.path, map_size=config.store.map_size,
+                              durability=config.store.durability)
+        except OSError as e:
+            raise StoreError(f"cannot open the store at {config.store.path}: {e}") from None
         gw = Gateway(store, master, b.batch, b.poll_interval, b.snapshot_interval, b.auto_bill,
                      b.invoice_dir)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -248,7 +252,7 @@ def run(args, config) -> int:
             return 0
         gw.serve()
         return 0
-    except (MasterError, StoreError, DeliveryError, billing.BillingError) as e:
+    except (MasterError, StoreError, DeliveryError, billing.BillingError, OSError) as e:
         print(f"ocs: {e}", file=sys.stderr)
         return 2
     finally:

@@ -5,15 +5,18 @@ shape is in docs/billing.md). Money stays integer minor units in JSON and CSV;
 the HTML shows it with the currency's exponent (ISO 4217,
 ``ocs.charging.units.CURRENCIES``) using integer arithmetic only. Every
 customer-supplied string in the HTML goes through ``html.escape``; the page
-has inline CSS and no external assets. ``write_cycle`` replaces the cycle's
-folder as a whole (written beside it, then renamed), so a re-run leaves no
-stale file of an account no longer billed.
+has inline CSS and no external assets. The cycle's folder is replaced as a
+whole: ``stage_cycle`` writes it beside (``<out>/.<cycle>.<run id>``) and
+flushes it to disk, ``publish_cycle`` renames it into place, so a re-run
+leaves no stale file of an account no longer billed. ``ocs.gateways.billing``
+commits the bill run between the two.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import html
 import io
 import json
@@ -28,7 +31,8 @@ SERVICES = {"32251@3gpp.org": "Data", "32260@3gpp.org": "Voice and video calls (
 LINE_COLUMNS = ("line_no", "description", "context", "rating_group", "quantity", "unit", "events",
                 "amount")
 SUMMARY_COLUMNS = ("invoice_id", "account_id", "customer_id", "customer_name", "currency", "lines",
-                   "subtotal", "tax_name", "tax_rate_bp", "tax", "total", "unpaid", "payments")
+                   "subtotal", "tax_name", "tax_rate_bp", "tax", "total", "unpaid", "payments", "file")
+STEM_MAX = 100          # bytes of a file stem: the longest file name is 105 bytes (NAME_MAX: 255)
 
 
 def service_name(context: str | None) -> str:
@@ -90,8 +94,19 @@ def day(ts: int) -> str:
 
 
 def file_stem(account_id: str) -> str:
-    """A file name for any account id: percent-encoded, reversible, no path separators."""
-    return quote(account_id, safe="@+-._=") or "%00"
+    """The file name (without extension) of an account's invoice: the id percent-encoded
+    (no path separator, reversible), unless that is empty, longer than STEM_MAX bytes, starts
+    with a dot or is ``summary`` (any case): then at most its first 48 characters (no escape
+    cut in two), a comma and 16 hex digits of the id's SHA-256. An encoded id never holds a
+    comma (it is always escaped), so a hashed name is never another account's plain one."""
+    stem = quote(account_id, safe="@+-._=", errors="surrogatepass")
+    if stem and len(stem) <= STEM_MAX and stem[0] != "." and stem.lower() != "summary":
+        return stem
+    prefix = stem[:48]
+    if "%" in prefix[-2:]:
+        prefix = prefix[:prefix.rindex("%")]
+    digest = hashlib.sha256(account_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{prefix.lstrip('.')},{digest}"
 
 
 def invoice_json(inv: dict) -> str:
@@ -126,31 +141,61 @@ def summary_csv(invoices: list) -> str:
         w.writerow((inv["invoice_id"], inv["account"]["id"], c.get("id", ""), c.get("name", ""),
                     inv["currency"], len(inv["lines"]), inv["subtotal"], inv["tax_name"],
                     inv["tax_rate_bp"], inv["tax"], inv["total"], inv["unpaid"],
-                    inv["payments_total"]))
+                    inv["payments_total"], file_stem(inv["account"]["id"])))
     return out.getvalue()
 
 
-def write_cycle(out_dir: str, cycle: str, invoices: list) -> str:
-    """Write ``<out_dir>/<cycle>/`` whole: per account .json/.csv/.html, and summary.csv."""
+def staged_path(out_dir: str, cycle: str, run_id: str) -> str:
+    return os.path.join(out_dir, f".{cycle}.{run_id}")
+
+
+def stage_cycle(out_dir: str, cycle: str, run_id: str, invoices: list) -> str:
+    """Write the cycle's files (per account .json/.csv/.html, and summary.csv) into
+    ``staged_path`` and flush them to disk; returns that folder. Nothing is left if it fails."""
     from .invoice_html import invoice_html
     os.makedirs(out_dir, exist_ok=True)
-    final = os.path.join(out_dir, cycle)
-    tmp, old = f"{final}.tmp-{os.getpid()}", f"{final}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    for inv in invoices:
-        stem = os.path.join(tmp, file_stem(inv["account"]["id"]))
-        for ext, text in (("json", invoice_json(inv)), ("csv", invoice_csv(inv)),
-                          ("html", invoice_html(inv))):
-            with open(f"{stem}.{ext}", "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-    with open(os.path.join(tmp, "summary.csv"), "w", encoding="utf-8", newline="") as f:
-        f.write(summary_csv(invoices))
+    staged = staged_path(out_dir, cycle, run_id)
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        os.makedirs(staged)
+        for inv in invoices:
+            stem = os.path.join(staged, file_stem(inv["account"]["id"]))
+            for ext, text in (("json", invoice_json(inv)), ("csv", invoice_csv(inv)),
+                              ("html", invoice_html(inv))):
+                _write(f"{stem}.{ext}", text)
+        _write(os.path.join(staged, "summary.csv"), summary_csv(invoices))
+        os.sync()                     # the files are on disk before the bill run commits
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return staged
+
+
+def publish_cycle(out_dir: str, cycle: str, run_id: str) -> str:
+    """Put the staged folder of ``run_id`` in place as ``<out_dir>/<cycle>``, replacing the
+    one there; drop other leftovers of the cycle (stagings of runs that never committed)."""
+    final, old = os.path.join(out_dir, cycle), os.path.join(out_dir, f".{cycle}.old")
+    staged = staged_path(out_dir, cycle, run_id)
+    if not os.path.isdir(staged):
+        raise FileNotFoundError(2, "staged invoice folder missing", staged)
+    shutil.rmtree(old, ignore_errors=True)
     if os.path.exists(final):
         os.rename(final, old)
-    os.rename(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    os.rename(staged, final)
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)                  # the rename is on disk before the run is marked finished
+    finally:
+        os.close(fd)
+    for name in os.listdir(out_dir):
+        if name.startswith(f".{cycle}."):
+            shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
     return final
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
 
 
 def escape(text) -> str:
