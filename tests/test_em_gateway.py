@@ -317,3 +317,65 @@ def test_follower_survives_a_lost_connection(master_url, master, store):
     finally:
         gw.stop.set()
         t.join(10)
+
+
+def test_a_cache_loaded_again_keeps_what_was_spent(master, store, tmp_path):
+    """Recovery: the first cache charged online and offline usage, took a top-up and
+    delivered its events to the master; a new, empty cache loaded from the master has the
+    same balances (spent money stays spent) and will not rate the same usage record twice."""
+    from ocs.charging.ledger import Ledger
+    from ocs.charging.offline import parse_record, rate_record
+    from ocs.charging.requests import CreditRequest, RequestedAction, RequestType, ServiceRequest
+    from ocs.charging.units import UnitType
+    from ocs.gateways.brm import drain
+    populate(master, 3)
+    gw = Gateway(store, master, clock=lambda: NOW)
+    gw.start()
+    usage = CreditRequest("s1", RequestType.EVENT, 0, "32251@3gpp.org", ["e164:46700000001"],
+                          action=RequestedAction.DIRECT_DEBITING, services=[ServiceRequest(
+                              10, None, {UnitType.TOTAL_OCTETS: 3_000_000}, {})])
+    d = store.write(lambda txn: Ledger().credit_control(txn, usage, NOW, lambda d: b""))[1]
+    assert d.result_code == 2001
+    record = parse_record({"identity": "e164:46700000002", "context": "32251@3gpp.org",
+                           "rating_group": "10", "start": str(NOW), "end": str(NOW + 60),
+                           "units": "4000000", "unit": "total_octets", "id": "cdr-1"})
+    assert store.write(lambda txn: rate_record(txn, record, NOW))["status"] == "rated"
+    master.add_adjustment("t-after", "acct-000", 70)
+    gw.catch_up()
+    before = {a: bal.summary(cache(store, a)[1], NOW) for a in ("acct-000", "acct-001", "acct-002")}
+    assert before["acct-001"] == {"money": 1001, "total_octets": 2_000_000}   # allowance used first
+    assert before["acct-002"]["money"] == 1002 - 40
+    assert drain(store, master, 100)[0] == 3
+    fresh = LmdbStore(str(tmp_path / "fresh"), map_size=1 << 26, durability="os")
+    try:
+        out = io.StringIO()
+        Gateway(fresh, master, clock=lambda: NOW).start(progress=out)
+        assert "3 delivered rated events (balances rebuilt)" in out.getvalue()
+        after = {a: bal.summary(cache(fresh, a)[1], NOW) for a in before}
+        assert after == before
+        assert fresh.write(lambda txn: rate_record(txn, record, NOW))["status"] == "already_rated"
+        assert check(fresh, master, io.StringIO()) == 0
+    finally:
+        fresh.close()
+
+
+def test_bad_ids_and_reserved_buckets_are_refused_and_one_bad_top_up_costs_nothing_else(
+        master, store):
+    from ocs.gateways.master import MasterError
+    populate(master, 2)
+    with pytest.raises(MasterError, match="account id must be a string of 1 to 200 octets"):
+        master.put_account("x" * 600, "mobile")
+    with pytest.raises(MasterError, match="identity must be"):
+        master.put_account("acct-000", "mobile", identities=("e164:" + "1" * 300,))
+    with pytest.raises(MasterError, match="adj- are the cache's"):
+        master.add_adjustment("m1", "acct-000", 5, bucket="adj-data-1")
+    # data behind the API: one broken top-up of acct-001; its account and the rest load
+    with master.transaction() as cur:
+        cur.execute("INSERT INTO adjustments (id, account_id, reason, kind, amount, bucket, expires, "
+                    "rating_groups, created_at) VALUES ('bad', 'acct-001', 'top_up', 'total_octets', "
+                    "5, 'main', NULL, NULL, 0)")
+    Gateway(store, master, clock=lambda: NOW).start()
+    assert money(store, "acct-001") == 1001
+    out = io.StringIO()
+    assert check(store, master, out) == 2
+    assert "adjustment:bad: could not be applied" in out.getvalue()

@@ -119,3 +119,24 @@ def test_operator_commands(master_url, capsys):
                        (("load", "/nonexistent.toml"), "No such file")]:
         code, _, err = ocs(*args)
         assert code == 2 and text in err and err.startswith("ocs: "), (args, err)
+
+
+def test_operator_load_checks_everything_before_writing(master_url, master, tmp_path, capsys):
+    from ocs import cli
+    bad = tmp_path / "bad.toml"
+    for text, err in [
+        ('[[plans]]\nid = "p"\ncurrency = "EUR"\n[[plans.tariffs]]\ncontext = "c"\nunit = "time"\n'
+         'price = 1\n[[accounts]]\nid = "a"\nplan = "p"\nbuckets = [{id = "main", amount = -5}]\n',
+         "a top-up must be positive"),
+        ('accounts = [1]\n', "accounts: expected a list of tables"),
+    ]:
+        bad.write_text(text)
+        assert cli.main(["master", "--master", master_url, "load", str(bad)]) == 2
+        assert err in capsys.readouterr().err
+    plan = tmp_path / "plan.json"
+    plan.write_text("[1, 2]")
+    assert cli.main(["master", "--master", master_url, "plan", str(plan)]) == 2
+    assert "a plan must be a table" in capsys.readouterr().err
+    m = connect(master_url)
+    assert m.changes_after(0, 10) == []          # nothing of the refused files was written
+    m.close()

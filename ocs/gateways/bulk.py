@@ -1,5 +1,8 @@
 """Bulk load: everything in the master, from one consistent snapshot, into the cache.
 
+A cache loaded again (recovery) also takes the rated events the master holds into
+account, so spent money stays spent (rebuild.py).
+
 Accounts, identities and adjustments are read as three streams ordered by
 account id and merged, so memory stays flat whatever the size; accounts are
 written in batches of ``BATCH``, one cache transaction each. The cursor is
@@ -44,7 +47,7 @@ class Progress:
 
 def load(store, master: Master, master_id: str, progress=None, now: int | None = None) -> dict:
     now = int(time.time()) if now is None else now
-    counts = {"plans": 0, "accounts": 0, "identities": 0, "adjustments": 0}
+    counts = {"plans": 0, "accounts": 0, "identities": 0, "adjustments": 0, "events": 0}
     with master.transaction(snapshot=True) as cur:
         last = master.last_change(cur)
         total = cur.one("SELECT count(*) FROM accounts")[0]
@@ -64,7 +67,12 @@ def load(store, master: Master, master_id: str, progress=None, now: int | None =
         adjs = _grouped(master.stream(
             cur, f"SELECT account_id, {Master.ADJUSTMENT_COLUMNS} FROM adjustments "
                  f"ORDER BY {by('account_id')}, created_at, id"))
-        next_ident, next_adj = next(idents, None), next(adjs, None)
+        # a cache loaded again: the master's delivered events count too (rebuild.py)
+        delivered = cur.one("SELECT count(*) FROM rated_events")[0]
+        events = _grouped(master.stream(
+            cur, f"SELECT account_id, body FROM rated_events ORDER BY {by('account_id')}")
+            if delivered else iter(()))
+        next_ident, next_adj, next_ev = next(idents, None), next(adjs, None), next(events, None)
         batch: list = []
         for row in accounts:
             aid = row[0]
@@ -78,9 +86,15 @@ def load(store, master: Master, master_id: str, progress=None, now: int | None =
                 if next_adj[0] == aid:
                     mine_a = [tuple(r[1:]) for r in next_adj[1]]
                 next_adj = next(adjs, None)
-            batch.append((ap.account_from_row(tuple(row), mine_i), mine_a))
+            mine_e: list = []
+            while next_ev is not None and next_ev[0] <= aid:
+                if next_ev[0] == aid:
+                    mine_e = [r[1] for r in next_ev[1]]
+                next_ev = next(events, None)
+            batch.append((ap.account_from_row(tuple(row), mine_i), mine_a, mine_e))
             counts["identities"] += len(mine_i)
             counts["adjustments"] += len(mine_a)
+            counts["events"] += len(mine_e)
             if len(batch) >= BATCH:
                 _write(store, batch, master_id, now)
                 counts["accounts"] += len(batch)

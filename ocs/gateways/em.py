@@ -117,7 +117,9 @@ class Gateway:
         counts["seconds"] = round(self.clock() - started, 2)
         if progress is not None:
             print(f"loaded {counts['accounts']} accounts, {counts['identities']} identities, "
-                  f"{counts['plans']} plans, {counts['adjustments']} top-ups/adjustments in "
+                  f"{counts['plans']} plans, {counts['adjustments']} top-ups/adjustments"
+                  + (f", {counts['events']} delivered rated events (balances rebuilt)"
+                     if counts["events"] else "") + " in "
                   f"{counts['seconds']} s; following changes after {self.cursor}", file=progress)
         return counts
 

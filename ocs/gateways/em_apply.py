@@ -21,6 +21,7 @@ from ..charging import balance as bal
 from ..charging.ledger import append_events
 from ..charging.model import MONEY, Account, Balance, Bucket
 from ..charging.provision import put_plan
+from .rebuild import apply_delivered
 from ..charging.records import (RecordError, check_bucket, decode_account, decode_balance, encode_account,
                                 encode_balance, plan_from_dict)
 
@@ -54,12 +55,26 @@ def account_from_row(row: tuple, identities: list) -> Account:
     return Account(id, plan_id, currency, status, int(credit_limit), tuple(identities), name or "")
 
 
+MAX_KEY = 400      # octets; LMDB refuses keys over 511, and some keys add a prefix
+
+
+def check_keys(account: Account) -> None:
+    """Refuse, before any write, what the cache cannot store as a key."""
+    for text in (account.id, *account.identities):
+        if not text or len(text.encode()) > MAX_KEY:
+            raise SyncError(f"account {account.id[:40]!r}: id or identity of "
+                            f"{len(text.encode())} octets (at most {MAX_KEY})")
+
+
 def apply_plan(txn, body: dict) -> None:
+    if len(str(body.get("id", "")).encode()) > MAX_KEY:
+        raise SyncError(f"plan id of more than {MAX_KEY} octets")
     put_plan(txn, plan_from_dict({k: v for k, v in body.items() if k != "tax"}))
 
 
 def apply_account(txn, account: Account, now: int, notices: list) -> None:
     """Overwrite the account and its identities; create an empty balance if new."""
+    check_keys(account)
     key = account.id.encode()
     raw = txn.get("accounts", key)
     old = decode_account(raw) if raw is not None else None
@@ -188,16 +203,18 @@ def load_batch(txn, accounts: list, master_id: str, now: int) -> None:
     txn.put("meta", MASTER_ID, master_id.encode())
     txn.put("meta", LOADING, b"1")
     notices: list = []
-    for account, adjustments in accounts:
+    for account, adjustments, delivered in accounts:
         try:
-            _load_account(txn, account, adjustments, now, notices)
+            _load_account(txn, account, adjustments, delivered, now, notices)
         except APPLY_ERRORS as e:
             log.error("cannot load account %s: %s", account.id, e)
             txn.put("meta", FAILED + f"account:{account.id}".encode(), str(e).encode())
     queue(txn, notices, now)
 
 
-def _load_account(txn, account: Account, adjustments: list, now: int, notices: list) -> None:
+def _load_account(txn, account: Account, adjustments: list, delivered: list, now: int,
+                  notices: list) -> None:
+    check_keys(account)
     key = account.id.encode()
     if txn.get("accounts", key) is not None:
         apply_account(txn, account, now, notices)
@@ -206,11 +223,21 @@ def _load_account(txn, account: Account, adjustments: list, now: int, notices: l
         return
     balance = Balance(account.id, [])
     bal.main_bucket(balance)
+    applied = []
     for adj in adjustments:
-        credit(balance, adj)
+        try:
+            check_bucket(credit(balance, adj))
+            applied.append(adj[0])
+        except APPLY_ERRORS as e:               # one bad top-up must not cost the account
+            log.error("cannot apply adjustment %s: %s", adj[0], e)
+            txn.put("meta", FAILED + f"adjustment:{adj[0]}".encode(), str(e).encode())
+    markers = apply_delivered(balance, delivered)
     bal.summary(balance, now)                  # checks every bucket before anything is written
-    for adj in adjustments:
-        txn.put("meta", APPLIED + adj[0].encode(), b"")
+    bal.prune(balance, now)
+    for adj_id in applied:
+        txn.put("meta", APPLIED + adj_id.encode(), b"")
+    for k, v in markers:
+        txn.put("meta", k, v)
     txn.put("accounts", key, encode_account(account))
     txn.put("balances", key, encode_balance(balance))
     for ident in account.identities:

@@ -42,6 +42,14 @@ MAX_AMOUNT = 1 << 62          # money and units are 64-bit in both engines and i
 REASONS = ("top_up", "adjustment")
 
 
+MAX_ID = 200                  # octets: ids and identities are LMDB keys in the cache (<= 511)
+
+
+def _check_id(what: str, value) -> None:
+    if not isinstance(value, str) or not 0 < len(value.encode()) <= MAX_ID:
+        raise MasterError(f"{what} must be a string of 1 to {MAX_ID} octets")
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -58,6 +66,8 @@ def _check_adjustment(id, amount, kind, reason, bucket, expires, rating_groups) 
         raise MasterError(f"{what}: kind {kind!r} is neither money nor one of {', '.join(UNIT_NAMES)}")
     if bucket is not None and (not isinstance(bucket, str) or not 0 < len(bucket.encode()) <= 100):
         raise MasterError(f"{what}: bucket must be a string of 1 to 100 octets")
+    if bucket is not None and bucket.startswith("adj-"):
+        raise MasterError(f"{what}: bucket names starting adj- are the cache's (unnamed top-ups)")
     if bucket == "main" and (kind != MONEY or expires is not None or rating_groups):
         raise MasterError(f"{what}: bucket main is the account's money; name another bucket")
     if expires is not None and (not _is_int(expires) or not 0 < expires < 1 << 40):
@@ -155,6 +165,8 @@ class Master:
             yield
         except errors as e:
             raise MasterError(f"{self.dialect}: {str(e).strip()}") from None
+        except OverflowError as e:       # sqlite3: an integer past 64 bits
+            raise MasterError(f"{self.dialect}: {e}") from None
 
     def _transaction(self, snapshot: bool):
         if self.dialect == "sqlite":
@@ -230,7 +242,7 @@ class Master:
         version = self.schema_version()
         if version != LATEST:
             raise MasterError(f"{self.url}: schema version {version}, this ocs needs {LATEST}"
-                              " (run `ocs em-gateway --migrate`)")
+                              " (run `ocs master migrate`)")
 
     def master_id(self) -> str:
         with self.transaction(snapshot=True) as cur:
@@ -246,6 +258,10 @@ class Master:
             cur.execute(f"NOTIFY {CHANNEL}")
 
     def put_customer(self, id: str, name: str = "", email: str = "", address: str = "") -> None:
+        _check_id("customer id", id)
+        for field, v in (("name", name), ("email", email), ("address", address)):
+            if not isinstance(v, str):
+                raise MasterError(f"customer {id}: {field} must be a string")
         with self.transaction() as cur:
             cur.execute("INSERT INTO customers (id, name, email, address, created_at) VALUES "
                         "(?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
@@ -256,10 +272,16 @@ class Master:
     def put_plan(self, body: dict) -> None:
         """Create or replace a plan (the format of ``ocs/demo_data.toml``, plus an optional
         ``tax = {name, rate_bp}``: basis points, 2500 = 25 %)."""
+        if not isinstance(body, dict):
+            raise MasterError("a plan must be a table (TOML) or an object (JSON)")
         try:
             plan_from_dict(body)
+            text = json.dumps(body, sort_keys=True)
         except RecordError as e:
             raise MasterError(str(e)) from None
+        except (TypeError, ValueError) as e:    # e.g. a TOML date where a number belongs
+            raise MasterError(f"plan {body.get('id')}: {e}") from None
+        _check_id("plan id", body["id"])
         tax = body.get("tax")
         if tax is not None and not (isinstance(tax, dict) and isinstance(tax.get("rate_bp"), int)
                                     and 0 <= tax["rate_bp"] <= 100000):
@@ -267,7 +289,7 @@ class Master:
         with self.transaction() as cur:
             cur.execute("INSERT INTO plans (id, body, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) "
                         "DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-                        (body["id"], json.dumps(body, sort_keys=True), int(time.time())))
+                        (body["id"], text, int(time.time())))
             self._log(cur, "plan", body["id"])
 
     def put_account(self, id: str, plan_id: str, currency: str = "EUR", status: str = "active",
@@ -275,6 +297,11 @@ class Master:
                     customer_id: str | None = None) -> None:
         """Create or replace an account and its identities (identity keys, see
         ``ocs.charging.provision.parse_identity``)."""
+        _check_id("account id", id)
+        for ident in identities:
+            _check_id(f"account {id}: identity", ident)
+        if not isinstance(name, str):
+            raise MasterError(f"account {id}: name must be a string")
         if status not in ACCOUNT_STATUSES:
             raise MasterError(f"account {id}: status {status!r} is not one of {', '.join(ACCOUNT_STATUSES)}")
         if currency not in CURRENCIES:

@@ -15,7 +15,7 @@ import uuid
 
 from ..charging.model import MONEY
 from ..charging.provision import ProvisioningError, parse_data
-from .master import Master, MasterError, connect
+from .master import Master, MasterError, _check_adjustment, connect
 
 COMMAND = "master"
 
@@ -63,7 +63,8 @@ def run(args, config) -> int:
         if out is not None:
             print(json.dumps(out, indent=1) if not isinstance(out, str) else out)
         return 0
-    except (MasterError, ProvisioningError, OSError, tomllib.TOMLDecodeError, ValueError) as e:
+    except (MasterError, ProvisioningError, OSError, tomllib.TOMLDecodeError, ValueError,
+            TypeError, AttributeError) as e:
         print(f"ocs: {e}", file=sys.stderr)
         return 2
     finally:
@@ -109,9 +110,25 @@ def load(master: Master, data: dict) -> dict:
     """Plans, customers and accounts (the format of ocs/demo_data.toml, plus
     ``[[customers]]`` id/name/email/address and an account's ``customer``). Buckets
     become adjustments ``init-<account>-<bucket>``: loading twice adds nothing."""
+    if not isinstance(data, dict):
+        raise MasterError("a data file holds tables: plans, customers, accounts")
     customers = data.get("customers", [])
-    owners = {a.get("id"): a.get("customer") for a in data.get("accounts", [])}
-    _, accounts = parse_data(data)            # validates plans, accounts and identities
+    for key in ("plans", "customers", "accounts"):
+        if not isinstance(data.get(key, []), list) or not all(isinstance(x, dict)
+                                                              for x in data.get(key, [])):
+            raise MasterError(f"{key}: expected a list of tables ([[{key}]])")
+    owners = {a.get("id"): a.get("customer") for a in data["accounts"]} if "accounts" in data else {}
+    try:
+        _, accounts = parse_data(data)        # validates plans, accounts and identities
+    except (TypeError, AttributeError, ValueError) as e:
+        raise MasterError(f"data file: {e}") from None
+    # everything is checked before the first write: a bad entry leaves the master unchanged
+    for account, buckets in accounts:
+        for b in buckets:
+            if b.amount:
+                _check_adjustment(f"init-{account.id}-{b.id}", b.amount, b.kind, "top_up",
+                                  None if b.id == "main" and b.kind == MONEY else b.id, b.expires,
+                                  b.rating_groups)
     for c in customers:
         if not isinstance(c, dict) or not c.get("id"):
             raise MasterError("customers: every entry needs an id")
