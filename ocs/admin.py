@@ -117,13 +117,20 @@ def _dispatch(args, store, now: int):
         action = {"suspend": "reauth", "close": "abort"}.get(act)
 
         def change(txn):
+            account, _ = prov.load_account(txn, args.id)
+            if account.status == status:
+                return None                 # unchanged: nothing written, nobody told again
             prov.set_status(txn, args.id, status)
             # the gateways holding its sessions hear of it now (RAR/ASR), not at Validity-Time
             return queue_notices(txn, args.id, action, now, f"account {status}") if action else 0
         noticed = store.write(change)
-        print(f"{args.id}: {status}" + (f" ({noticed} session(s) notified)" if noticed else ""))
+        if noticed is None:
+            print(f"{args.id}: {status} (unchanged)")
+        else:
+            print(f"{args.id}: {status}" + (f" ({noticed} session(s) notified)" if noticed else ""))
         return None
     if act == "top-up":
+        # a closed account's sessions are not re-authorized (queue_notices skips them)
         store.write(lambda txn: (prov.top_up(txn, args.id, args.amount, now, args.kind, args.bucket,
                                              args.expires),
                                  queue_notices(txn, args.id, "reauth", now, "topped up")))

@@ -6,7 +6,9 @@ and acts as a P-GW and an SMSC over real Diameter on loopback: a data session
 for alice (CCR-I, CCR-U, CCR-T), an SMS direct debit, and bob running out of
 money (final units, then 4012). The BRM gateway delivers the rated events to
 the master, and the demo prints them. Then it keeps serving with both
-gateways following (Ctrl-C stops) unless `--once`.
+gateways following (Ctrl-C stops) unless `--once`. A gateway whose thread
+dies says so (the exception in the log, a one-line warning on stderr); the
+node goes on serving without it. Every master connection is closed on exit.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import json
+import logging
 import sys
+import threading
 import time
 import tomllib
 
@@ -24,6 +28,7 @@ from .net.client import connect
 from .net.connection import NodeContext
 
 MB = 1 << 20
+log = logging.getLogger("ocs.demo")
 
 
 def demo_data() -> dict:
@@ -136,13 +141,73 @@ def prepare(config: Config, store, out=sys.stdout):
     return master, em
 
 
+class GatewayThread:
+    """A gateway's loop (`em.follow`, `deliverer.serve`) in a daemon thread that does not
+    die silently: an exception, or a return before `gateway.stop` is set, is logged with
+    its traceback and reported on stderr in one line; the node keeps serving."""
+
+    def __init__(self, name: str, gateway, target):
+        self.name, self.gateway, self.target = name, gateway, target
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.target()
+        except BaseException as e:          # noqa: BLE001 - whatever it was, it is reported
+            self.failure = e
+            if self.gateway.stop.is_set():  # shutting down (its connection closed under it)
+                log.debug("%s ended while stopping: %r", self.name, e)
+                return
+            log.error("%s stopped: %s: %s", self.name, type(e).__name__, e, exc_info=e)
+            why = f"{type(e).__name__}: {e}"
+        else:
+            if self.gateway.stop.is_set():
+                return
+            log.error("%s stopped without being asked to", self.name)
+            why = "it returned"
+        print(f"ocs demo: warning: the {self.name} stopped ({why}); the node goes on serving "
+              f"without it", file=sys.stderr, flush=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.gateway.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+
+def close_masters(*holders) -> None:
+    """Close the master connection of each of `holders` (a Master, or a gateway's
+    current `master`, which a reconnect may have replaced; the EM gateway's LISTEN
+    connection too), each once; a failure to close is logged, never raised."""
+    done: set[int] = set()
+    for h in holders:
+        if h is None:
+            continue
+        unlisten = getattr(h, "_unlisten", None)
+        if unlisten is not None:
+            try:
+                unlisten()
+            except Exception as e:          # noqa: BLE001 - best effort on the way out
+                log.warning("closing the EM gateway's LISTEN connection: %s", e)
+        conn = getattr(h, "master", h)
+        if conn is None or id(conn) in done:
+            continue
+        done.add(id(conn))
+        try:
+            conn.close()
+        except Exception as e:              # noqa: BLE001
+            log.warning("closing the master connection %s: %s", getattr(conn, "url", conn), e)
+
+
 def run(config: Config, once: bool = False) -> int:
     """The node with the EM gateway and the BRM gateway beside it, in one process."""
-    import threading
     from .gateways import brm
     from .gateways.em_apply import SyncError
     from .gateways.master import MasterError, connect
-    from .service import open_store, serve, setup_logging
+    from .service import open_store, setup_logging
     setup_logging("warning", config.log.format)
     store = open_store(config)
     try:
@@ -152,43 +217,46 @@ def run(config: Config, once: bool = False) -> int:
         print(f"ocs: {e}\n(a cache from an earlier `ocs demo` of another version: remove "
               f"{config.store.path} and run again)", file=sys.stderr)
         return 2
-    em.master = connect(config.master.url)     # its own connection for its own thread
-    deliverer = brm.Gateway(store, connect(config.master.url), config.brm.batch,
-                            config.brm.poll_interval)
-    threads = [threading.Thread(target=em.follow, daemon=True),
-               threading.Thread(target=deliverer.serve, daemon=True)]
-
-    async def main() -> None:
-        ready, stop = asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(serve(config, ready, stop, store))
-        await asyncio.wait([asyncio.create_task(ready.wait()), task], return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()
-        print(f"node listening on {config.listen.address}:{config.listen.port}")
-        from .service import node_context
-        sessions = await drive(config.listen.address, config.listen.port, node_context(config).dictionary)
-        await asyncio.to_thread(brm.drain, store, master, config.brm.batch)
-        print_events(master, sessions)
-        if once:
-            stop.set()
-        else:
-            for t in threads:
-                t.start()
-            print("serving, with the EM and BRM gateways following; Ctrl-C stops. Try, in another "
-                  "terminal:\n  .venv/bin/ocs master top-up bob 500      # reaches the cache (and "
-                  "bob's open sessions, as RAR) within a second\n  .venv/bin/ocs accounts show bob")
-        await task
-
+    deliverer = None
+    threads: list[GatewayThread] = []
     try:
-        asyncio.run(main())
+        em.master = connect(config.master.url)     # its own connection for its own thread
+        deliverer = brm.Gateway(store, connect(config.master.url), config.brm.batch,
+                                config.brm.poll_interval)
+        threads = [GatewayThread("EM gateway", em, em.follow),
+                   GatewayThread("BRM gateway", deliverer, deliverer.serve)]
+        asyncio.run(_main(config, once, store, master, threads))
     except KeyboardInterrupt:
         pass
     finally:
         em.stop.set()
-        deliverer.stop.set()
+        if deliverer is not None:
+            deliverer.stop.set()
         for t in threads:
-            if t.is_alive():
-                t.join(5)
+            t.stop()
+        close_masters(em, deliverer, master)
         store.close()
-        master.close()
     return 0
+
+
+async def _main(config: Config, once: bool, store, master, threads: list) -> None:
+    from .gateways import brm
+    from .service import node_context, serve
+    ready, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve(config, ready, stop, store))
+    await asyncio.wait([asyncio.create_task(ready.wait()), task], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+    print(f"node listening on {config.listen.address}:{config.listen.port}")
+    sessions = await drive(config.listen.address, config.listen.port, node_context(config).dictionary)
+    await asyncio.to_thread(brm.drain, store, master, config.brm.batch)
+    print_events(master, sessions)
+    if once:
+        stop.set()
+    else:
+        for t in threads:
+            t.start()
+        print("serving, with the EM and BRM gateways following; Ctrl-C stops. Try, in another "
+              "terminal:\n  .venv/bin/ocs master top-up bob 500      # reaches the cache (and "
+              "bob's open sessions, as RAR) within a second\n  .venv/bin/ocs accounts show bob")
+    await task

@@ -87,3 +87,110 @@ def test_demo_charges_a_session(tmp_path):
         types = cur.all("SELECT type, count(*) FROM rated_events GROUP BY type ORDER BY type")
     m.close()
     assert types == [("direct_debit", 2), ("usage", 6)]
+
+
+def test_status_changes_notify_once_and_a_closed_account_is_not_reauthorized(tmp_path):
+    """`suspend`/`close` queue a RAR/ASR only when the status changes; a top-up of a
+    closed account re-authorizes none of its sessions."""
+    from charging_peer import DATA_FILE, PGW_A
+    from ocs.store.lmdb import LmdbStore
+    from test_reauth import open_session, queued
+    store = str(tmp_path / "store")
+    data = tmp_path / "data.toml"
+    data.write_text(DATA_FILE)
+    ocs("accounts", "--store", store, "load", str(data))
+    with LmdbStore(store) as st:
+        open_session(st, "s-carol", "carol", PGW_A)
+        open_session(st, "s-fred", "fred", PGW_A)
+    for args, out in [(("suspend", "carol"), "carol: suspended (1 session(s) notified)"),
+                      (("suspend", "carol"), "carol: suspended (unchanged)"),
+                      (("close", "fred"), "fred: closed (1 session(s) notified)"),
+                      (("close", "fred"), "fred: closed (unchanged)"),
+                      (("resume", "carol"), "carol: active")]:
+        assert ocs("accounts", "--store", store, *args).stdout.strip() == out, args
+    ocs("accounts", "--store", store, "top-up", "fred", "100")
+    with LmdbStore(store) as st:
+        assert [(n["session"], n["action"]) for _, n in queued(st)] == [
+            ("s-carol", "reauth"), ("s-fred", "abort")]
+
+
+# `ocs demo` with its gateway loops replaced: they fail at once (or not), then SIGINT
+DEMO_DRIVER = """
+import sqlite3, sys
+from ocs import demo
+from ocs.config import Config, ListenConfig, MasterConfig, StoreConfig
+from ocs.gateways import brm, em, master
+from ocs.gateways.brm import DeliveryError
+from ocs.gateways.em_apply import SyncError
+once, port, path = sys.argv[1] == "once", int(sys.argv[2]), sys.argv[3]
+if sys.argv[4] == "fail":
+    def follow(self):
+        raise SyncError("the cache was loaded from another master database")
+    def serve(self):
+        raise DeliveryError("outbox entry 7: reused event id")
+    em.Gateway.follow, brm.Gateway.serve = follow, serve
+opened, real = [], master.connect
+def connect(url):
+    opened.append(real(url))
+    return opened[-1]
+master.connect = connect
+config = Config(listen=ListenConfig("127.0.0.1", port), store=StoreConfig(path=path + "/store"),
+                master=MasterConfig("sqlite:" + path + "/master.db"))
+rc = demo.run(config, once=once)
+def closed(m):
+    try:
+        m.conn.execute("SELECT 1")
+    except sqlite3.ProgrammingError:
+        return True
+    return False
+print(f"exit {rc}: {sum(map(closed, opened))} of {len(opened)} master connections closed", flush=True)
+"""
+
+
+def demo_driver(tmp_path, mode: str, fail: str):
+    import subprocess
+    return subprocess.Popen([sys.executable, "-c", DEMO_DRIVER, mode, str(free_port()),
+                             str(tmp_path), fail], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_demo_closes_every_master_connection(tmp_path):
+    p = demo_driver(tmp_path, "once", "ok")
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "exit 0: 3 of 3 master connections closed" in out, (out, err)
+
+
+def test_demo_says_when_a_gateway_thread_dies(tmp_path):
+    """The EM gateway's loop raises SyncError, the BRM gateway's DeliveryError: each is
+    logged with its traceback and reported on stderr in one line; the node goes on
+    serving, and on Ctrl-C every master connection is closed."""
+    import signal
+    import threading
+    import time
+    p = demo_driver(tmp_path, "serve", "fail")
+    err: list = []
+    reader = threading.Thread(target=lambda: err.extend(p.stderr), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while sum("warning: the" in line for line in err) < 2:
+            assert p.poll() is None and time.monotonic() < deadline, "".join(err)
+            time.sleep(0.05)
+        assert p.poll() is None                   # still serving
+        p.send_signal(signal.SIGINT)
+        out = p.stdout.read()
+        assert p.wait(30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+    reader.join(10)
+    text = "".join(err)
+    assert ("ocs demo: warning: the EM gateway stopped (SyncError: the cache was loaded from "
+            "another master database); the node goes on serving without it\n") in text
+    assert ("ocs demo: warning: the BRM gateway stopped (DeliveryError: outbox entry 7: reused "
+            "event id); the node goes on serving without it\n") in text
+    assert "ERROR ocs.demo: EM gateway stopped: SyncError" in text and "Traceback" in text
+    assert "serving, with the EM and BRM gateways following" in out
+    assert "exit 0: 3 of 3 master connections closed" in out, (out, text)

@@ -33,11 +33,18 @@ from ocs.charging.notices import queue_notices, take_notices
 from ocs.charging.records import decode_balance, decode_notice, decode_session, encode_session
 from ocs.charging.requests import CreditRequest, RequestType, ServiceRequest
 from ocs.config import ChargingConfig, Config, ListenConfig, NodeConfig, StoreConfig
+from ocs.diameter.capabilities import LocalPeer
+from ocs.diameter.events import PeerIdentity
 from ocs.diameter.message import decode_message, request
+from ocs.net.notices import build_request
 from ocs.service import open_store, serve
 from ocs.store.base import SCHEMA_KEY, SchemaMismatch
 from ocs.store.lmdb import LmdbStore
 
+# a client behind a relay agent (DRA): the node's only connection is the DRA's
+DRA = "dra.example.net"
+PGW_C, VISITED = "pgw-c.visited.example.org", "visited.example.org"
+LOCAL = LocalPeer(SERVER_HOST, REALM)
 
 # ------------------------------------------------------------------ the store side
 @pytest.fixture
@@ -47,11 +54,14 @@ def store(tmp_path):
         yield st
 
 
-def open_session(store, sid, account, peer, now=100):
+def open_session(store, sid, account, peer, now=100, realm=REALM, via=""):
+    """A session opened by the client `peer` (Origin-Host, Origin-Realm `realm`),
+    whose CCR came on the connection of `via` (default: the client's own)."""
     def render(d):
         return str(int(d.result_code)).encode()
     req = CreditRequest(sid, RequestType.INITIAL, 0, "32251@3gpp.org", [f"e164:{MSISDN[account]}"],
-                        services=[ServiceRequest(RATING_GROUP, None, {}, {})], origin_host=peer)
+                        services=[ServiceRequest(RATING_GROUP, None, {}, {})], origin_host=peer,
+                        origin_realm=realm, peer=via)
     assert store.write(lambda t: Ledger().credit_control(t, req, now, render))[0] == b"2001"
 
 
@@ -75,15 +85,61 @@ def test_queue_notices_one_per_open_session_of_the_account(store):
     assert store.write(lambda t: queue_notices(t, "alice", "reauth", 500, "topped up")) == 2
     assert queued(store) == [
         (1, {"v": 1, "session": "s1", "peer": PGW_A, "action": "reauth", "account": "alice",
-             "reason": "topped up", "queued": 500}),
+             "reason": "topped up", "queued": 500, "destination_host": PGW_A,
+             "destination_realm": REALM}),
         (2, {"v": 1, "session": "s2", "peer": PGW_B, "action": "reauth", "account": "alice",
-             "reason": "topped up", "queued": 500})]
+             "reason": "topped up", "queued": 500, "destination_host": PGW_B,
+             "destination_realm": REALM})]
     # an account id that is a prefix of another's sees only its own sessions
     assert store.write(lambda t: queue_notices(t, "ali", "abort", 501, "closed")) == 0
     assert store.write(lambda t: queue_notices(t, "nobody", "abort", 501, "closed")) == 0
     assert len(queued(store)) == 2
     with pytest.raises(ValueError, match="reauth, abort"):
         store.write(lambda t: queue_notices(t, "alice", "suspend", 501, "x"))
+
+
+def test_session_keeps_the_connection_peer_and_the_client(store, dictionary):
+    """Through a DRA: the notice goes on the DRA's connection (`peer`) and is addressed
+    to the client (the CCR's Origin-Host and Origin-Realm). A record of format 1 from
+    before (its `peer` was the CCR's Origin-Host) still reads, and addresses it."""
+    open_session(store, "s1", "alice", PGW_C, realm=VISITED, via=DRA)
+    with store.read() as t:
+        record = orjson.loads(t.get("sessions", b"s1"))
+    assert (record["v"], record["peer"], record["origin_host"], record["origin_realm"]) == \
+        (1, DRA, PGW_C, VISITED)
+    assert store.write(lambda t: queue_notices(t, "alice", "reauth", 5, "r")) == 1
+    (_, notice), = queued(store)
+    assert (notice["peer"], notice["destination_host"], notice["destination_realm"]) == \
+        (DRA, PGW_C, VISITED)
+    dra = PeerIdentity(DRA, REALM)
+    rar = build_request(dictionary, LOCAL, dra, notice)
+    assert (rar.get("Destination-Host"), rar.get("Destination-Realm")) == (PGW_C, VISITED)
+    # written before origin_host/origin_realm were kept: peer was the CCR's Origin-Host
+    del record["origin_host"], record["origin_realm"]
+    record["peer"] = PGW_A
+    old = decode_session(orjson.dumps(record))
+    assert (old.peer, old.origin_host, old.origin_realm) == (PGW_A, PGW_A, "")
+    store.write(lambda t: (t.delete("notices", (1).to_bytes(8, "big")),
+                           t.put("sessions", b"s1", orjson.dumps(record))))
+    assert store.write(lambda t: queue_notices(t, "alice", "abort", 6, "r")) == 1
+    (_, notice), = queued(store)
+    assert (notice["peer"], notice["destination_host"], notice["destination_realm"]) == \
+        (PGW_A, PGW_A, "")
+    # no realm known: the peer's from its CER; a notice of before has neither field
+    asr = build_request(dictionary, LOCAL, PeerIdentity(PGW_A, "cer.example.net"), notice)
+    assert (asr.get("Destination-Host"), asr.get("Destination-Realm")) == (PGW_A, "cer.example.net")
+    for key in ("destination_host", "destination_realm"):
+        del notice[key]
+    asr = build_request(dictionary, LOCAL, PeerIdentity(PGW_A, "cer.example.net"), notice)
+    assert (asr.get("Destination-Host"), asr.get("Destination-Realm")) == (PGW_A, "cer.example.net")
+
+
+def test_closed_account_sessions_are_not_reauthorized(store):
+    open_session(store, "s1", "fred", PGW_A)
+    store.write(lambda t: prov.set_status(t, "fred", "closed"))
+    assert store.write(lambda t: queue_notices(t, "fred", "reauth", 1, "topped up")) == 0
+    assert store.write(lambda t: queue_notices(t, "fred", "abort", 1, "closed")) == 1
+    assert [n["action"] for _, n in queued(store)] == ["abort"]
 
 
 def test_stale_index_entry_is_dropped_and_old_records_have_no_peer(store):
@@ -144,11 +200,13 @@ def test_ledger_keeps_the_index_and_the_latest_peer(store):
 
 def test_credit_request_reads_origin_host(dictionary):
     msg = request(dictionary, "Credit-Control-Request", [
-        ("Session-Id", "pgw;1"), ("Origin-Host", "pgw-a.example.net"), ("Origin-Realm", REALM),
+        ("Session-Id", "pgw;1"), ("Origin-Host", "pgw-a.example.net"), ("Origin-Realm", VISITED),
         ("Destination-Realm", REALM), ("Auth-Application-Id", 4), ("Service-Context-Id", "c"),
         ("CC-Request-Type", 2), ("CC-Request-Number", 1)], hop_by_hop=1, end_to_end=2)
     decoded, errors = decode_message(msg.encode(), dictionary)
     assert errors == [] and credit_request(decoded).origin_host == "pgw-a.example.net"
+    req = credit_request(decoded, DRA)
+    assert (req.origin_host, req.origin_realm, req.peer) == ("pgw-a.example.net", VISITED, DRA)
 
 
 def test_store_of_schema_1_is_refused_with_what_to_do(tmp_path):
@@ -359,6 +417,37 @@ def test_index_follows_termination_expiry_and_the_latest_peer(node):
     assert node.gateway(lambda t, now: queue_notices(t, "alice", "reauth", now, "r")) == 0
     assert queued(node.store) == []
     assert node.main_bucket("alice") == (1000, 0)
+
+
+def test_rar_through_a_relay_goes_on_its_connection_to_the_client(node, caplog):
+    """The P-GW reaches the node only through a DRA (its own CER Origin-Host): the
+    RAR for the P-GW's session goes on the DRA's connection, with Destination-Host
+    the P-GW's Origin-Host and Destination-Realm its Origin-Realm (RFC 6733 §6.1,
+    §6.6); the DRA relays the RAA and the CCR-U back."""
+    sid = f"{PGW_C};carol;relayed"
+
+    def relayed(number, rtype, used=None, **kw):
+        m = ccr(sid, rtype, number, PGW_C, mscc=[(RATING_GROUP, rsu_octets(), used)], **kw)
+        m.origin_realm = VISITED.encode()
+        m.route_record = [DRA.encode()]
+        return m
+    with Gateway(node.port, DRA) as dra:
+        _, cca = dra.exchange(relayed(0, INITIAL, msisdn=MSISDN["carol"]))
+        assert cca.result_code == 2001
+        node.gateway(lambda t, now: (prov.set_status(t, "carol", "suspended"),
+                                     queue_notices(t, "carol", "reauth", now, "suspended")))
+        rar = dra.expect(ReAuthRequest, within=2.0)
+        assert rar.session_id == sid and rar.header.is_proxyable
+        assert (rar.destination_host, rar.destination_realm) == (PGW_C.encode(), VISITED.encode())
+        assert (rar.origin_host, rar.origin_realm) == (SERVER_HOST.encode(), REALM.encode())
+        raa = rar.to_answer()
+        raa.session_id, raa.result_code = sid, 2001
+        raa.origin_host, raa.origin_realm = PGW_C.encode(), VISITED.encode()
+        dra.send(raa)
+        wait_for(lambda: logged(caplog, f"RAA 2001 from {PGW_C} via {DRA} for session {sid}"))
+        _, cca = dra.exchange(relayed(1, UPDATE, usu_octets(1000)))
+        assert cca.result_code == 4010
+    assert not logged(caplog, "dropped")
 
 
 def test_notice_for_a_peer_not_connected_is_dropped(node, caplog):

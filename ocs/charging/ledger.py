@@ -15,9 +15,11 @@ CC-Request-Number + the encoded answer; expiry by 8-octet big-endian second
 8-octet big-endian sequence; account_sessions by account id + b"\0" +
 Session-Id (empty value): the open sessions of each account, kept here
 wherever a session is opened, closed or expired, so that notices.py finds
-them without a scan. Each stored session records the Origin-Host of its
-latest CCR (`Session.peer`): a session may move to another peer after a
-failover, and a RAR or ASR must go to the one that holds it now.
+them without a scan. Each stored session records, from its latest CCR, the
+peer whose connection it came on (`Session.peer`: the CER Origin-Host, a DRA's
+when relayed) and the CCR's Origin-Host and Origin-Realm (the client): a
+session may move to another peer after a failover, and a RAR or ASR must go to
+the one that holds it now, addressed to the client.
 
 CC-level duplicates (RFC 8506 §5.1): a request whose (Session-Id,
 CC-Request-Number) equals the last one answered gets that answer again and
@@ -129,7 +131,10 @@ class Ledger:
             txn.delete("expiry", expiry_key(old_expiry, b"s", req.session_id))
         new: Session | None = d.session
         if new is not None:
-            new.peer = req.origin_host or new.peer
+            # a request built without its connection (tools, tests) came straight from the client
+            new.peer = req.peer or req.origin_host or new.peer
+            new.origin_host = req.origin_host or new.origin_host
+            new.origin_realm = req.origin_realm or new.origin_realm
             txn.put("sessions", sid, encode_session(new))
             txn.put("expiry", expiry_key(new.expires_at, b"s", req.session_id), b"")
             if session is None:

@@ -4,8 +4,10 @@ The only module of ocs/charging that knows Diameter. The grammar was checked
 before a request gets here, so required AVPs are present; what is checked
 here is meaning: a CC-Request-Type outside 1..4 is 5004, an INITIAL or EVENT
 request that names no subscriber is 5005 (Subscription-Id), and Used/
-Requested-Service-Unit AVPs are read into {CC-Unit-Type: n}. Origin-Host
-becomes the request's `origin_host`: the session's peer, where RAR/ASR go.
+Requested-Service-Unit AVPs are read into {CC-Unit-Type: n}. Origin-Host and
+Origin-Realm become the request's `origin_host`/`origin_realm` (the client,
+which a RAR/ASR for the session is addressed to); `peer`, the connection the
+CCR came on (a relay agent's when a DRA is in between), is given by the caller.
 
 CCA layout (RFC 8506 §3.2, TS 32.299 §6.4.3): Session-Id, Result-Code,
 Origin-Host, Origin-Realm, Auth-Application-Id, CC-Request-Type,
@@ -41,7 +43,7 @@ class RequestRefused(Exception):
 
 
 # RFC 6733 / 4006 AVP codes (all vendor 0) read by the one-pass reader below
-SESSION_ID, ORIGIN_HOST, USER_NAME, EVENT_TIMESTAMP = 263, 264, 1, 55
+SESSION_ID, ORIGIN_HOST, ORIGIN_REALM, USER_NAME, EVENT_TIMESTAMP = 263, 264, 296, 1, 55
 CC_REQUEST_NUMBER, CC_REQUEST_TYPE, SERVICE_CONTEXT_ID = 415, 416, 461
 SUBSCRIPTION_ID, SUBSCRIPTION_ID_DATA, SUBSCRIPTION_ID_TYPE = 443, 444, 450
 SUBSCRIPTION_ID_EXTENSION, REQUESTED_ACTION = 659, 436
@@ -134,10 +136,11 @@ def _service(avps, rating_group=None, service_id=None) -> ServiceRequest:
     return svc
 
 
-def credit_request(msg: Message) -> CreditRequest:
-    """The domain request of a grammar-checked CCR; RequestRefused if unusable."""
+def credit_request(msg: Message, peer: str = "") -> CreditRequest:
+    """The domain request of a grammar-checked CCR; RequestRefused if unusable.
+    `peer`: the Origin-Host (from its CER) of the connection the CCR came on."""
     session_id = context = action = stamp = user = None
-    origin_host = ""
+    origin_host = origin_realm = ""
     rtype = number = None
     identities: list = []
     mscc: list = []
@@ -152,6 +155,8 @@ def credit_request(msg: Message) -> CreditRequest:
             session_id = a.value
         elif c == ORIGIN_HOST:
             origin_host = a.value
+        elif c == ORIGIN_REALM:
+            origin_realm = a.value
         elif c == CC_REQUEST_TYPE:
             rtype = a.value
         elif c == CC_REQUEST_NUMBER:
@@ -202,7 +207,8 @@ def credit_request(msg: Message) -> CreditRequest:
         session_id=session_id, request_type=rtype, number=number, context=context,
         identities=identities, action=None if action is None else _action(action),
         services=services, multiple_services=bool(mscc),
-        event_time=None if stamp is None else int(stamp.timestamp()), origin_host=origin_host)
+        event_time=None if stamp is None else int(stamp.timestamp()), origin_host=origin_host,
+        origin_realm=origin_realm, peer=peer)
 
 
 def _action(value: int):

@@ -218,7 +218,12 @@ class Session:
     expires_at: int
     services: dict = attrs.Factory(dict)    # service key -> ServiceState
     recent: list = attrs.Factory(list)      # numbers processed in (number - WINDOW, number]
-    peer: str = ""                          # Origin-Host of the latest CCR: where RAR/ASR go
+    # where RAR/ASR go, from the latest CCR: `peer` is the Origin-Host (from its CER) of
+    # the connection it came on, the one to send on (a relay agent's, through a DRA);
+    # origin_host/origin_realm are the CCR's own, the client the request is addressed to
+    peer: str = ""
+    origin_host: str = ""
+    origin_realm: str = ""
 
     WINDOW = 32
 

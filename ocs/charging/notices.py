@@ -12,6 +12,11 @@ work in the store, in the same transaction as the change itself:
 
 and the node's poller (ocs/net/notices.py) takes the notices with
 `take_notices` in one write transaction of its group commit and sends them.
+A notice names the peer to send on (`peer`: the connection the session's
+latest CCR came on, a relay agent's through a DRA) and the client to address
+(`destination_host`/`destination_realm`: that CCR's Origin-Host and
+Origin-Realm, RFC 6733 §6.1 and §6.6). A closed account's sessions are not
+re-authorized (its sessions get the ASR; a RAR would only bring a 5030).
 Nothing here is lost if no message goes out: the cache already holds the new
 status or balance, so the session's next CCR gets the new answer anyway; a
 notice only makes that CCR come sooner.
@@ -27,7 +32,8 @@ from __future__ import annotations
 
 import struct
 
-from .records import RecordError, decode_notice, decode_session, encode_notice
+from .model import CLOSED
+from .records import RecordError, decode_account, decode_notice, decode_session, encode_notice
 
 REAUTH, ABORT = "reauth", "abort"
 ACTIONS = (REAUTH, ABORT)
@@ -37,9 +43,14 @@ _U64 = struct.Struct(">Q")
 def queue_notices(txn, account_id: str, action: str, now: int, reason: str) -> int:
     """Queue one notice per open session of the account, for the peer that sent
     the session's latest CCR. Returns how many were queued. `action` is
-    "reauth" (RAR) or "abort" (ASR); `reason` is for the logs ("suspended")."""
+    "reauth" (RAR) or "abort" (ASR); `reason` is for the logs ("suspended").
+    A reauth for a closed account queues nothing."""
     if action not in ACTIONS:
         raise ValueError(f"notice action {action!r} is not one of {', '.join(ACTIONS)}")
+    if action == REAUTH:
+        raw = txn.get("accounts", account_id.encode())
+        if raw is not None and decode_account(raw).status == CLOSED:
+            return 0
     prefix = account_id.encode() + b"\0"
     queued = 0
     for key, _ in list(txn.items("account_sessions", prefix, account_id.encode() + b"\1")):
@@ -54,7 +65,9 @@ def queue_notices(txn, account_id: str, action: str, now: int, reason: str) -> i
         seq = txn.next_sequence("notice")
         txn.put("notices", _U64.pack(seq), encode_notice({
             "session": session.id, "peer": session.peer, "action": action,
-            "account": account_id, "reason": reason, "queued": now}))
+            "account": account_id, "reason": reason, "queued": now,
+            "destination_host": session.origin_host or session.peer,
+            "destination_realm": session.origin_realm}))
         queued += 1
     return queued
 

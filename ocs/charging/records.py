@@ -91,7 +91,8 @@ def encode_session(s: Session) -> bytes:
                    "updated": s.updated_at, "expires": s.expires_at, "services": [
                        [q.rating_group, q.service_id, int(q.unit), q.granted, q.impacts, q.final,
                         q.used, q.charged, q.energy_at, q.stopped_at, q.idle_minutes, q.expires]
-                       for q in s.services.values()], "recent": s.recent, "peer": s.peer})
+                       for q in s.services.values()], "recent": s.recent, "peer": s.peer,
+                   "origin_host": s.origin_host, "origin_realm": s.origin_realm})
 
 
 _UNIT_TYPES = tuple(UnitType)      # CC-Unit-Type by value, without the Enum call's cost
@@ -104,9 +105,11 @@ def decode_session(raw: bytes) -> Session:
         services[service_key(rg, sid)] = ServiceState(rg, sid, _UNIT_TYPES[unit], granted, impacts,
                                                       final, used, charged, e_at, s_at, idle,
                                                       rest[0] if rest else None)
+    # written before origin_host was kept: `peer` was the CCR's Origin-Host then
+    peer = d.get("peer", "")
     return Session(d["id"], d["account"], d["identity"], d["context"], d["number"], d["opened"],
                    d["updated"], d["expires"], services, d.get("recent", [d["number"]]),
-                   d.get("peer", ""))
+                   peer, d.get("origin_host", peer), d.get("origin_realm", ""))
 
 
 # -- plans -------------------------------------------------------------------

@@ -67,7 +67,10 @@ class CreditRequest:
     services: list = attrs.Factory(list)        # [ServiceRequest]
     multiple_services: bool = True              # MSCC used (else command-level units)
     event_time: int | None = None
-    origin_host: str = ""                       # the client that sent it (RAR/ASR go there)
+    origin_host: str = ""                       # the client that sent it: RAR/ASR are addressed
+    origin_realm: str = ""                      # to it (Destination-Host/-Realm)
+    peer: str = ""                              # the connection's peer (CER Origin-Host) it came
+                                                # on: RAR/ASR are sent there (a DRA, or the client)
 
 
 @attrs.define

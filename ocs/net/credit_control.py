@@ -113,7 +113,9 @@ class CreditControlHandler:
         """Answer `msg` through respond(answer) once its transaction has committed
         (respond(None) asks the connection for a 5012)."""
         try:
-            req = credit_request(msg)
+            # the connection's peer: where a RAR/ASR for the session is sent (through a
+            # DRA it is the DRA, not the CCR's Origin-Host)
+            req = credit_request(msg, ctx.peer.origin_host)
         except RequestRefused as e:
             d = Decision.error(e.result_code, str(e), e.failed_avp)
             log.info("CCR refused with %d: %s", e.result_code, e,

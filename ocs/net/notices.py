@@ -5,8 +5,16 @@ Re-Auth-Request (Auth-Application-Id 4, Re-Auth-Request-Type AUTHORIZE_ONLY);
 the client answers RAA and sends a CCR-U, which the cache (already holding
 the new status or balance) answers. RFC 6733 §8.5: an Abort-Session-Request
 asks the client to stop the session; it answers ASA and ends it with a CCR-T.
-Both are sent to the peer that sent the session's latest CCR
-(`Session.peer`), with Destination-Host and Destination-Realm from its CER.
+Both are sent on the connection the session's latest CCR came on (the
+notice's `peer`, that connection's CER Origin-Host: the client itself, or a
+relay agent such as a DRA in between), addressed to the client: Destination-
+Host is the CCR's Origin-Host (RFC 6733 §6.1: a server-initiated request that
+must reach a specific client, such as an ASR, carries Destination-Host; the
+RAR and ASR grammars of §8.3.1 and §8.5.1 require it) and Destination-Realm
+its Origin-Realm (§6.6: a server initiating a request uses the Origin-Realm of
+a message received from the intended target host). A notice queued before
+those were kept falls back to the peer's Origin-Host and Origin-Realm from its
+CER.
 
 `NoticeSender` polls every `[charging] notice_interval` seconds. A cheap read
 first looks whether any notice is queued; only then one function goes into
@@ -49,15 +57,23 @@ _NAMES = {REAUTH: ("Re-Auth-Request", "RAR", "RAA"), ABORT: ("Abort-Session-Requ
 
 def build_request(dictionary: Dictionary, local: LocalPeer, peer: PeerIdentity,
                   notice: dict) -> Message:
-    """RAR (RFC 6733 §8.3.1) or ASR (§8.5.1) for one notice, to `peer`."""
+    """RAR (RFC 6733 §8.3.1) or ASR (§8.5.1) for one notice, sent to `peer` and
+    addressed to the notice's client (its Destination-Host and -Realm)."""
     name = _NAMES[notice["action"]][0]
+    host, realm = destination(notice, peer)
     avps = [("Session-Id", notice["session"]), ("Origin-Host", local.origin_host),
-            ("Origin-Realm", local.origin_realm), ("Destination-Realm", peer.origin_realm),
-            ("Destination-Host", peer.origin_host),
+            ("Origin-Realm", local.origin_realm), ("Destination-Realm", realm),
+            ("Destination-Host", host),
             ("Auth-Application-Id", CREDIT_CONTROL_APPLICATION)]
     if notice["action"] == REAUTH:
         avps.append(("Re-Auth-Request-Type", AUTHORIZE_ONLY))
     return request(dictionary, name, avps, application_id=CREDIT_CONTROL_APPLICATION)
+
+
+def destination(notice: dict, peer: PeerIdentity) -> tuple[str, str]:
+    """(Destination-Host, Destination-Realm): the client's, else the peer's from its CER."""
+    return (str(notice.get("destination_host") or peer.origin_host),
+            str(notice.get("destination_realm") or peer.origin_realm))
 
 
 class NoticeSender:
@@ -122,6 +138,8 @@ class NoticeSender:
     async def _exchange(self, conn: DiameterConnection, msg: Message, notice: dict) -> None:
         _, req_name, ans_name = _NAMES[notice["action"]]
         extra = {"session_id": notice["session"], "peer": notice["peer"], "connection": conn.id}
+        client = str(notice.get("destination_host") or notice["peer"])
+        via = "" if client.lower() == str(notice["peer"]).lower() else f" via {notice['peer']}"
         try:
             answer = await conn.request(msg, self.answer_timeout)
         except asyncio.TimeoutError:
@@ -141,7 +159,7 @@ class NoticeSender:
                         notice["session"], answer.code, code, extra=extra)
             return
         level = logging.INFO if isinstance(code, int) and 2000 <= code < 3000 else logging.WARNING
-        log.log(level, "%s %s from %s for session %s (%s: %s)", ans_name, code, notice["peer"],
+        log.log(level, "%s %s from %s%s for session %s (%s: %s)", ans_name, code, client, via,
                 notice["session"], notice["action"], notice.get("reason"), extra=extra)
 
     async def _loop(self) -> None:

@@ -1,9 +1,11 @@
-"""The LMDB backend: one environment per host, one group-committing writer thread per process.
+"""The LMDB backend: one environment per host, group-committed batches per process.
 
 Owns the LMDB environment of a process (opened after start, never across
 ``fork()``), its named database handles, the schema check, and how one batch of
 queued transaction functions becomes one write transaction (the queue and the
-writer thread are ``ocs.store.base.GroupCommitter``).
+writer thread are ``ocs.store.base.GroupCommitter``). ``run_here`` runs a batch
+the same way in the calling thread instead (the node's event loop, see
+docs/architecture.md).
 
 Group commit: the writer takes everything pending (at most ``max_batch``), runs
 each function in ONE write transaction, commits once, and only then hands
@@ -23,7 +25,10 @@ is why they are not used on the happy path). A batch therefore re-runs at most
 once per failure in its direct prefix: normally once.
 
 Invariants (see also ``ocs.store.base``):
-- only the writer thread opens write transactions; a function's exception, or
+- write transactions are opened only to run a batch: by the writer thread
+  (``submit``/``write``) or by the caller of ``run_here`` (the node runs its
+  batches on its event loop); LMDB's write lock serialises them, between
+  threads of one process as between processes; a function's exception, or
   any LMDB error raised through its ``WriteTxn`` (even if it swallowed it),
   fails that function alone;
 - a failed commit fails the whole batch; later batches proceed;
