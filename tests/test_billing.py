@@ -145,10 +145,11 @@ def test_bill_run_totals_lines_and_payments(world, tmp_path):
 def test_files_match_the_master_and_the_html_reads_as_an_invoice(world, tmp_path):
     store, master = world
     folder = tmp_path / "inv" / "2025-10"
-    bill(master, "2025-10", str(tmp_path / "inv"))
+    out = bill(master, "2025-10", str(tmp_path / "inv"))
     invs, lines, _ = invoices_in_master(master)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [f"{a}.{x}" for a in invs for x in ("json", "csv", "html")] + ["summary.csv"])
+        [f"{a}.{x}" for a in invs for x in ("json", "csv", "html")] + ["summary.csv", "bill_run.txt"])
+    assert (folder / "bill_run.txt").read_text() == out["run_id"] + "\n"
     for acc, row in invs.items():
         doc = json.loads((folder / f"{acc}.json").read_text())
         assert (doc["invoice_id"], doc["bill_run_id"], doc["account"]["id"], doc["currency"],

@@ -7,11 +7,14 @@ import errno
 import json
 import os
 
+import shutil
+
 import pytest
 
 import test_billing
+from ocs.charging.ledger import Ledger
 from ocs.cli import main
-from ocs.gateways import billing
+from ocs.gateways import billing, brm
 from ocs.gateways.billing import BillingError, bill
 from test_billing import DAY, NOV, OCT, invoices_in_master
 
@@ -121,12 +124,77 @@ def test_a_run_interrupted_before_its_files_were_in_place_is_finished_by_the_nex
     assert "finished the interrupted bill run of 2025-10: 3 invoices" in capsys.readouterr().out
     with master.transaction(snapshot=True) as cur:
         assert cur.one("SELECT finished_at FROM bill_runs")[0] is not None
-    # killed again, and the staged folder lost too (e.g. another --out): billed anew
+    # killed again (a re-run), and its staged folder lost too (e.g. billed into another --out):
+    # the run as recorded is written again from its invoices and lines, not billed afresh
     monkeypatch.setattr(billing, "publish_cycle", killed)
     with pytest.raises(KeyboardInterrupt):
         bill(master, "2025-10", out, rerun=True, now=NOV + 4 * DAY)
     monkeypatch.undo()
+    recorded = invoices_in_master(master)
     again = bill(master, "2025-10", str(tmp_path / "elsewhere"), now=NOV + 5 * DAY)
-    assert again["replaced"] and not again["recovered"] and again["run_id"] == f"BR-2025-10-{NOV + 5 * DAY}"
-    assert invoices_in_master(master)[2] == [(again["run_id"], "2025-10", 3)]
+    assert again["recovered"] and again["rebuilt"] and not again["replaced"]
+    assert again["run_id"] == f"BR-2025-10-{NOV + 4 * DAY}" and again["total"] == 103 + 180
+    assert invoices_in_master(master) == recorded and recorded[2] == [(again["run_id"], "2025-10", 3)]
     assert (tmp_path / "elsewhere" / "2025-10" / "bob.html").exists()
+
+
+def folder_bytes(folder) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_published_run_is_never_billed_again_without_rerun(world, tmp_path, monkeypatch, capsys):
+    """Killed after its folder was renamed into place, before it was marked finished: the next
+    bill keeps the published files (a late event does not change them); with the folder gone
+    too, it writes them again from the RECORDED run, byte for byte, not from the events."""
+    store, master = world
+    out, folder = tmp_path / "inv", tmp_path / "inv" / "2025-10"
+    real = billing.publish_cycle
+
+    def renamed_then_killed(*args):
+        real(*args)
+        raise KeyboardInterrupt("SIGKILL")
+    args = ["bill", "--cycle", "2025-10", "--master", master.url, "--out", str(out)]
+    for rerun, late in ((False, "e164:4670001"), (True, "e164:4670004")):
+        monkeypatch.setattr(billing, "publish_cycle", renamed_then_killed)
+        with pytest.raises(KeyboardInterrupt):
+            bill(master, "2025-10", str(out), rerun=rerun, now=NOV + (2 + rerun) * DAY)
+        monkeypatch.undo()
+        published, recorded = folder_bytes(folder), invoices_in_master(master)
+        run_id = recorded[2][0][0]
+        assert published["bill_run.txt"] == f"{run_id}\n".encode()
+        # a late event (e.g. offline usage) in the cycle: a new bill run would show it
+        test_billing.session(store, Ledger(), f"late-{rerun}", late, OCT + 25 * DAY, 40000)
+        assert brm.deliver(store, master, 100)[0] == 1
+        if rerun:                       # the published folder lost as well
+            shutil.rmtree(folder)
+        assert main(args) == 0
+        said = capsys.readouterr().out
+        assert said.startswith(f"finished the interrupted bill run of 2025-10: {len(recorded[0])} "
+                               f"invoices, bill run {run_id}"), said
+        assert ("written again from its recorded invoices" in said) == rerun
+        assert folder_bytes(folder) == published and invoices_in_master(master) == recorded
+        with master.transaction(snapshot=True) as cur:
+            assert cur.one("SELECT finished_at FROM bill_runs")[0] is not None
+        assert sorted(os.listdir(out)) == ["2025-10"]
+    # the re-run has alice's late event: 82 + 40 = 122, VAT 30.5 -> 31: 153; not dave's (later)
+    assert json.loads(published["alice.json"])["total"] == 153 and "dave.json" not in published
+
+
+def test_a_recorded_run_whose_payments_changed_is_not_written_again(world, tmp_path, monkeypatch):
+    store, master = world
+
+    def killed(*args):
+        raise KeyboardInterrupt("SIGKILL")
+    monkeypatch.setattr(billing, "publish_cycle", killed)
+    with pytest.raises(KeyboardInterrupt):
+        bill(master, "2025-10", str(tmp_path / "inv"), now=NOV + DAY)
+    monkeypatch.undo()
+    master.add_adjustment("pay-a2", "alice", 300)
+    with master.transaction() as cur:               # recorded back in October, after the run
+        cur.execute("UPDATE adjustments SET created_at = ? WHERE id = 'pay-a2'", (OCT + 9 * DAY,))
+    with pytest.raises(BillingError, match="payments of account alice in 2025-10 are not those "
+                                           "recorded any more; bill it with --rerun"):
+        bill(master, "2025-10", str(tmp_path / "elsewhere"), now=NOV + 2 * DAY)
+    assert not (tmp_path / "elsewhere" / "2025-10").exists()
+    again = bill(master, "2025-10", str(tmp_path / "elsewhere"), rerun=True, now=NOV + 3 * DAY)
+    assert invoices_in_master(master)[0]["alice"][11] == 2000 + 300 and again["replaced"]

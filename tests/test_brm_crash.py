@@ -170,10 +170,15 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+def folder_bytes(folder) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.is_dir() else {}
+
+
 def test_bill_killed_anywhere_is_finished_by_the_next_bill(tmp_path, master_url):
     """`ocs bill` SIGKILLed while writing its files, between its commit and the rename, and
     between the rename and marking the run finished: the next `ocs bill` (no --rerun) leaves
-    the master and the files in agreement, every file whole, no leftovers."""
+    the master and the files in agreement, every file whole, no leftovers; a recorded run is
+    finished as it was recorded (files already in place are kept byte for byte)."""
     import json
     from ocs.gateways import brm
     m = connect(master_url)
@@ -195,7 +200,7 @@ def test_bill_killed_anywhere_is_finished_by_the_next_bill(tmp_path, master_url)
     try:
         for point, recorded, finish in [("staging", False, "billed"),
                                         ("committed", True, "finished the interrupted bill run of"),
-                                        ("renamed", True, "re-billed")]:
+                                        ("renamed", True, "finished the interrupted bill run of")]:
             if point != "staging":
                 assert run("-m", "ocs", *args, "--rerun").returncode == 0
             before = runs()
@@ -205,14 +210,18 @@ def test_bill_killed_anywhere_is_finished_by_the_next_bill(tmp_path, master_url)
             assert (after != before) == recorded, point
             if recorded:
                 assert after[0][1] is None                           # unfinished
+            published = folder_bytes(out / "2025-10")
             done = run("-m", "ocs", *args)
             assert done.returncode == 0 and done.stdout.startswith(f"{finish} 2025-10: 97 invoices"), (
                 point, done.stdout, done.stderr)
             (run_id, finished), = runs()
-            assert finished is not None and (point != "committed" or run_id == after[0][0])
+            assert finished is not None and (not recorded or run_id == after[0][0])   # unchanged
+            if point == "renamed":              # already in place: the published files stay as they are
+                assert folder_bytes(out / "2025-10") == published
             assert sorted(os.listdir(out)) == ["2025-10"]                   # no leftovers
             files = os.listdir(out / "2025-10")
-            assert len(files) == 3 * 97 + 1
+            assert len(files) == 3 * 97 + 2
+            assert (out / "2025-10" / "bill_run.txt").read_text() == run_id + "\n"
             for name in files:
                 if name.endswith(".json"):
                     assert json.loads((out / "2025-10" / name).read_text())["bill_run_id"] == run_id

@@ -1,29 +1,16 @@
 """`ocs bill`: the bill run of one cycle (a calendar month, UTC) from the master's rated events.
 
-BRM's billing (../shared/reference/brm-ece.md A.5): rated events loaded by the
-BRM gateway become invoices. Rules (docs/billing.md has the full story):
-- an event belongs to the cycle its ``end`` falls in: ``[first day 00:00 UTC,
-  first day of the next month 00:00 UTC)``;
-- balance credits (``top_up``, ``initial_balance``, ``adjustment``) are not
-  usage, and ``session_expired`` carries no charge: none of them make lines;
-- one line per (Service-Context-Id, rating group, kind, unit): kind ``usage``
-  (usage, direct debits, offline usage), ``idle_fee``, ``refund``; quantity and
-  amount summed, events counted. An event's ``amount`` (debited from the
-  balance) goes on that line; its ``unpaid`` (usage the balance and credit limit
-  could not cover) goes on a separate "not covered by the balance" line of the
-  same service: it is billed, never dropped;
-- prices are tax-exclusive: tax = subtotal x rate_bp / 10000, rounded half up
-  (away from zero for a negative subtotal), from the plan's ``tax``;
-- payments: money adjustments (top-ups first of all) recorded in the master in
-  the cycle, listed on the invoice; they do not change its total.
-One invoice per account with lines or payments. Run, invoices and lines are
-written in ONE master transaction; a cycle already billed is refused unless
-``rerun``, which replaces it in that same transaction. The files are written
-(and flushed to disk) beside their folder BEFORE that commit, renamed into place
-after it, and only then is the run marked finished (``finished_at``): a run
-found unfinished is finished by the next bill of its cycle (the staged folder
-renamed into place, or, when it is gone, the cycle billed afresh). Money is
-integer minor units throughout.
+BRM's billing (../shared/reference/brm-ece.md A.5); docs/billing.md has the rules: events
+by the cycle their ``end`` falls in; credits and ``session_expired`` make no lines; one
+line per (Service-Context-Id, rating group, kind, unit), ``unpaid`` on a line of its own;
+tax-exclusive prices, tax rounded half up; payments (money adjustments) listed. Every sum
+must fit the master's signed 64 bits, else the run is refused before anything is written.
+Run, invoices and lines are written in ONE master transaction (``rerun`` replaces a billed
+cycle in it); the files are staged and flushed BEFORE that commit, renamed into place
+after it, and only then is the run marked finished. An unfinished run is finished by the
+next bill of its cycle and never changed: its staged folder put in place, its published
+folder (``bill_run.txt`` names the run) kept, or, both gone, its files written again from
+its RECORDED invoices and lines. Money is integer minor units throughout.
 """
 
 from __future__ import annotations
@@ -36,7 +23,8 @@ import sys
 import time
 
 from ..store.base import StoreError
-from .invoice_render import describe, publish_cycle, stage_cycle, staged_path
+from .invoice_render import (describe, publish_cycle, published_run, recorded_invoices,
+                             stage_cycle, staged_path)
 from .master import Master, MasterError, connect
 
 COMMAND = "bill"
@@ -45,6 +33,7 @@ NO_CHARGE_TYPES = frozenset({"session_expired"})
 KINDS = {"usage": "usage", "direct_debit": "usage", "offline_usage": "usage",
          "idle_fee": "idle_fee", "refund": "refund"}
 _KIND_ORDER = {"usage": 0, "unpaid": 1, "idle_fee": 2, "refund": 3}
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1       # what the master's BIGINT columns hold
 
 
 class BillingError(Exception):
@@ -75,13 +64,6 @@ def tax_of(subtotal: int, rate_bp: int) -> int:
     return sign * ((abs(subtotal) * rate_bp + 5000) // 10000)
 
 
-def outbox_events_in(store, start: int, end: int) -> int:
-    """Rated events still in the LMDB outbox (not delivered) that ended in [start, end)."""
-    from ..charging.records import decode_event
-    with store.read() as txn:
-        return sum(1 for _, raw in txn.items("outbox") if start <= decode_event(raw)["end"] < end)
-
-
 def add_parser(sub) -> None:
     b = sub.add_parser(COMMAND, help="bill a cycle: invoices from the master's rated events")
     b.add_argument("--cycle", required=True, help="calendar month, UTC: YYYY-MM")
@@ -103,6 +85,7 @@ def run(args, config) -> int:
         start, end = cycle_bounds(args.cycle)
         if os.path.exists(os.path.join(config.store.path, "data.mdb")):
             from ..store.lmdb import LmdbStore
+            from .brm import outbox_events_in
             with LmdbStore(config.store.path, readonly=True) as store:
                 waiting = outbox_events_in(store, start, end)
             if waiting:
@@ -120,25 +103,34 @@ def run(args, config) -> int:
     done = "finished the interrupted bill run of" if out["recovered"] else (
         "re-billed" if out["replaced"] else "billed")
     print(f"{done} {args.cycle}: {out['invoices']} invoices, bill run {out['run_id']}, "
-          f"files in {out['dir']}")
+          f"files in {out['dir']}" + (" (written again from its recorded invoices)"
+                                      if out["rebuilt"] else ""))
     return 0
 
 
 def bill(master: Master, cycle: str, out_dir: str, rerun: bool = False, now: int | None = None) -> dict:
-    """Bill ``cycle`` and write its files; {run_id, invoices, replaced, recovered, dir, total}.
-    An unfinished run of the cycle (killed between its commit and its files) is finished:
-    with its staged folder, that is put in place (``recovered``); without, it is replaced."""
+    """Bill ``cycle`` and write its files; {run_id, invoices, replaced, recovered, rebuilt, dir,
+    total}. An unfinished run of the cycle (killed between its commit and marking it finished)
+    is finished unchanged (``recovered``): its staged or published files put or left in place,
+    or, both gone, written again from its recorded invoices (``rebuilt``)."""
     start, end = cycle_bounds(cycle)
     now = int(time.time()) if now is None else now
     if end > now:
         raise BillingError(f"cycle {cycle} has not ended yet (it ends {_iso(end)})")
-    run_id, staged, count = f"BR-{cycle}-{now}", None, 0
+    run_id, staged, stored, count = f"BR-{cycle}-{now}", None, None, 0
     try:
         with master.transaction() as cur:
             old = cur.one("SELECT id, finished_at, invoices FROM bill_runs WHERE cycle = ?", (cycle,))
-            if old is not None and old[1] is None and not rerun and os.path.isdir(
-                    staged_path(out_dir, cycle, old[0])):
-                run_id, count = old[0], old[2]                  # recover: put its files in place
+            if old is not None and old[1] is None and not rerun:      # recover: nothing changes
+                run_id, count = old[0], old[2]
+                if not os.path.isdir(staged_path(out_dir, cycle, run_id)) and published_run(
+                        out_dir, cycle) != run_id:
+                    stored = recorded_invoices(master, cur, run_id, _payments(cur, start, end))
+                    for inv in stored:          # listed again: must be the payments recorded
+                        if sum(p["amount"] for p in inv["payments"]) != inv["payments_total"]:
+                            raise BillingError(f"bill run {run_id}: the payments of account "
+                                               f"{inv['account']['id']} in {cycle} are not those "
+                                               "recorded any more; bill it with --rerun")
             else:
                 if old is not None and old[1] is not None and not rerun:
                     raise BillingError(f"cycle {cycle} was already billed (bill run {old[0]}, "
@@ -156,16 +148,18 @@ def bill(master: Master, cycle: str, out_dir: str, rerun: bool = False, now: int
             shutil.rmtree(staged, ignore_errors=True)
         raise
     try:
+        if stored is not None:
+            stage_cycle(out_dir, cycle, run_id, stored)
         path = publish_cycle(out_dir, cycle, run_id)
     except OSError as e:
         raise BillingError(f"bill run {run_id} of {cycle} is recorded but its files are not in "
                            f"place ({e}); bill {cycle} again to finish it") from None
     with master.transaction() as cur:
         cur.execute("UPDATE bill_runs SET finished_at = ? WHERE id = ?", (int(time.time()), run_id))
-        total = cur.one("SELECT coalesce(sum(total), 0) FROM invoices WHERE bill_run_id = ?",
-                        (run_id,))[0]
+        total = sum(r[0] for r in cur.all("SELECT total FROM invoices WHERE bill_run_id = ?",
+                                          (run_id,)))
     return {"run_id": run_id, "invoices": count, "replaced": old is not None and staged is not None,
-            "recovered": staged is None, "dir": path, "total": total}
+            "recovered": staged is None, "rebuilt": stored is not None, "dir": path, "total": total}
 
 
 def build_invoices(master: Master, cur, cycle: str, start: int, end: int, run_id: str,
@@ -195,11 +189,7 @@ def build_invoices(master: Master, cur, cycle: str, start: int, end: int, run_id
             line = lines.setdefault((ctx, rg, "unpaid", ""), [0, 0, 0])
             line[1] += 1
             line[2] += unpaid
-    payments: dict[str, list] = {}
-    for pid, acc, reason, amount, at in cur.all(
-            "SELECT id, account_id, reason, amount, created_at FROM adjustments WHERE kind = 'money' "
-            "AND created_at >= ? AND created_at < ? ORDER BY account_id, created_at, id", (start, end)):
-        payments.setdefault(acc, []).append({"id": pid, "reason": reason, "amount": amount, "at": at})
+    payments = _payments(cur, start, end)
     wanted = set(usage) | set(payments)
     accounts = {}
     for row in master.stream(cur, "SELECT a.id, a.name, a.currency, a.plan_id, a.customer_id, c.name, "
@@ -237,7 +227,32 @@ def build_invoices(master: Master, cur, cycle: str, start: int, end: int, run_id
             "tax_name": tax.get("name", "") if rate_bp else "", "tax_rate_bp": rate_bp,
             "tax": tax_amount, "total": subtotal + tax_amount, "payments": pays,
             "payments_total": sum(p["amount"] for p in pays)})
+        check_limits(cycle, invoices[-1])
     return invoices
+
+
+def check_limits(cycle: str, inv: dict) -> None:
+    """Every sum of ``inv`` must fit the master's signed 64 bits (BIGINT): else BillingError
+    naming the account and the line, before anything of the run is written."""
+    acc = inv["account"]["id"]
+    sums = [(f"line {li['line_no']} ({li['description']}) {field}", li[field])
+            for li in inv["lines"] for field in ("quantity", "events", "amount")]
+    sums += [(f"invoice {field}", inv[field])
+             for field in ("subtotal", "unpaid", "tax", "total", "payments_total")]
+    for what, value in sums:
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise BillingError(f"{cycle} not billed: account {acc}, {what} {value} is beyond the "
+                               "signed 64-bit range the master stores (-2^63 .. 2^63-1)")
+
+
+def _payments(cur, start: int, end: int) -> dict[str, list]:
+    """Money adjustments recorded in [start, end): account -> [{id, reason, amount, at}]."""
+    payments: dict[str, list] = {}
+    for pid, acc, reason, amount, at in cur.all(
+            "SELECT id, account_id, reason, amount, created_at FROM adjustments WHERE kind = 'money' "
+            "AND created_at >= ? AND created_at < ? ORDER BY account_id, created_at, id", (start, end)):
+        payments.setdefault(acc, []).append({"id": pid, "reason": reason, "amount": amount, "at": at})
+    return payments
 
 
 def _line_order(item) -> tuple:

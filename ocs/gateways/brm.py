@@ -21,7 +21,9 @@ interleave batches.
 Beside delivery: a balance snapshot every ``[brm] snapshot_interval`` seconds
 (every balance, one LMDB read snapshot, short master transactions), and with
 ``[brm] auto_bill`` the bill run of a month that has ended once none of its
-events is left in the outbox. SIGTERM/SIGINT stop the loop between batches.
+events is left in the outbox (in order: a cycle that cannot be billed holds the later
+ones back; it is logged and retried with a back-off, and delivery goes on). SIGTERM/SIGINT
+stop the loop between batches.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ INSERT = ("INSERT INTO rated_events (event_id, account_id, type, context, rating
           "start_at, end_at, amount, unpaid, currency, body, loaded_at) "
           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING")
 BILL_CHECK_EVERY = 60.0                # seconds between auto-bill checks
+BILL_BACKOFF_MAX = 3600.0              # the longest wait after failed checks (doubling from 60 s)
 
 
 class DeliveryError(Exception):
@@ -124,6 +127,12 @@ def drain(store: LmdbStore, master: Master, batch: int, stop: threading.Event | 
     return done, dup
 
 
+def outbox_events_in(store: LmdbStore, start: int, end: int) -> int:
+    """Rated events still in the LMDB outbox (not delivered) that ended in [start, end)."""
+    with store.read() as txn:
+        return sum(1 for _, raw in txn.items("outbox") if start <= decode_event(raw)["end"] < end)
+
+
 def due_cycles(store: LmdbStore, master: Master, now: int) -> list[str]:
     """Cycles to bill now: those whose bill run is unfinished (its files not in place), then
     ended ones, oldest first: each month after the last billed one up to last month (when
@@ -140,7 +149,7 @@ def due_cycles(store: LmdbStore, master: Master, now: int) -> list[str]:
     while cycle <= last_month:
         start, end = billing.cycle_bounds(cycle)
         if cycle not in billed:
-            if billing.outbox_events_in(store, start, end):
+            if outbox_events_in(store, start, end):
                 break                                   # bill in order: wait for this one
             due.append(cycle)
         cycle = billing.cycle_of(end)
@@ -156,6 +165,8 @@ class Gateway:
         self.invoice_dir, self.clock = invoice_dir, clock
         self.stop = threading.Event()
         self.delivered = self.duplicates = 0
+        self.billing: tuple | None = None      # (cycle being billed, the due ones after it)
+        self.bill_failures, self.bill_error = 0, None
 
     def step(self) -> int:
         d, p = deliver(self.store, self.master, self.batch)
@@ -170,12 +181,41 @@ class Gateway:
         return (int(row[0]) if row else 0) + self.snapshot_interval
 
     def bill_due(self, now: int) -> list[str]:
-        done = []
-        for cycle in due_cycles(self.store, self.master, now):
+        done, self.billing = [], None
+        due = due_cycles(self.store, self.master, now)
+        for i, cycle in enumerate(due):
+            self.billing = (cycle, due[i + 1:])
             out = billing.bill(self.master, cycle, self.invoice_dir, now=now)
             log.info("auto bill run %s: %d invoices in %s", cycle, out["invoices"], out["dir"])
             done.append(cycle)
+        self.billing = None
         return done
+
+    def bill_check(self, now: int) -> float:
+        """One auto-bill check (``bill_due``); returns the seconds until the next. It never
+        raises (Exception): a failure is logged, with its traceback the first time it is seen,
+        and billing retried later, the wait doubling with each failure in a row (60 s ..
+        BILL_BACKOFF_MAX). Delivery goes on; the cycles after a failing one wait for it."""
+        try:
+            self.bill_due(now)
+        except Exception as e:                  # anything: billing must never stop delivery
+            self.bill_failures += 1
+            delay = min(BILL_CHECK_EVERY * 2 ** min(self.bill_failures - 1, 16), BILL_BACKOFF_MAX)
+            cycle, later = self.billing or (None, [])
+            known = isinstance(e, (MasterError, billing.BillingError, OSError))
+            why = str(e) if known else f"{type(e).__name__}: {e}"
+            why = why.removeprefix(f"{cycle} not billed: ")       # BillingError says it already
+            first, self.bill_error = self.bill_error != (cycle, why), (cycle, why)
+            log.log(logging.ERROR if first else logging.WARNING,
+                    "auto bill: %s; %sdelivery goes on; retrying in %.0f s",
+                    f"{cycle} not billed: {why}" if cycle else f"the check failed: {why}",
+                    f"the cycles after it wait for it ({', '.join(later) or 'none due yet'}); "
+                    if cycle else "", delay, exc_info=first)
+            if isinstance(e, MasterError):
+                self._reconnect()
+            return delay
+        self.bill_failures, self.bill_error = 0, None
+        return BILL_CHECK_EVERY
 
     def serve(self) -> None:
         """Deliver, snapshot and bill until ``stop`` is set (checked between batches)."""
@@ -188,16 +228,12 @@ class Gateway:
                 if snapshot_at is not None and now >= snapshot_at:
                     take_snapshot(self.store, self.master, int(now))
                     snapshot_at = now + self.snapshot_interval
-                if self.auto_bill and now >= bill_at:
-                    bill_at = now + BILL_CHECK_EVERY
-                    self.bill_due(int(now))
-            except (MasterError, billing.BillingError) as e:
+            except (MasterError, OSError) as e:
                 log.warning("%s; retrying in %.1f s", e, max(self.poll, 1.0))
                 self._reconnect()
-                n = 0
-            except OSError as e:         # invoice files (nothing recorded): the next bill check
-                log.warning("auto bill: %s; retrying in %.0f s", e, BILL_CHECK_EVERY)
-                n = 0
+                continue
+            if self.auto_bill and now >= bill_at:
+                bill_at = now + self.bill_check(int(now))
             if n == 0:
                 self.stop.wait(self.poll)
         log.info("stopped: %d delivered, %d already present", self.delivered, self.duplicates)
