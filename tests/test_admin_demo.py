@@ -94,7 +94,7 @@ def test_status_changes_notify_once_and_a_closed_account_is_not_reauthorized(tmp
     closed account re-authorizes none of its sessions."""
     from charging_peer import DATA_FILE, PGW_A
     from ocs.store.lmdb import LmdbStore
-    from test_reauth import open_session, queued
+    from test_notices import open_session, queued
     store = str(tmp_path / "store")
     data = tmp_path / "data.toml"
     data.write_text(DATA_FILE)
