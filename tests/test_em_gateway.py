@@ -379,3 +379,50 @@ def test_bad_ids_and_reserved_buckets_are_refused_and_one_bad_top_up_costs_nothi
     out = io.StringIO()
     assert check(store, master, out) == 2
     assert "adjustment:bad: could not be applied" in out.getvalue()
+
+
+def test_reload_remakes_the_cache_own_buckets_whole(master, store, tmp_path):
+    """Buckets the old cache made itself come back with their kind and expiry, before the
+    master's top-ups: a master top-up the old cache refused stays refused (no data turned
+    into money), a money bucket debited by a backdated record stays money, and an
+    allowance that had expired stays expired."""
+    from ocs.charging.offline import parse_record, rate_record
+    from ocs.charging.provision import top_up
+    from ocs.gateways.brm import drain
+    populate(master, 3)
+    gw = Gateway(store, master, clock=lambda: NOW)
+    gw.start()
+    # 1. a cache bucket X of data, then a master money top-up into X: refused in the cache
+    store.write(lambda txn: top_up(txn, "acct-000", 1_000_000_000, NOW, kind="total_octets",
+                                   bucket_id="X"))
+    master.add_adjustment("pay-x", "acct-000", 500, bucket="X")
+    gw.catch_up()
+    # 2. a cache money bucket, partly spent by a record dated before it was made
+    store.write(lambda txn: top_up(txn, "acct-001", 300, NOW, bucket_id="promo", expires=NOW + 10**6))
+    record = parse_record({"identity": "e164:46700000001", "context": "32251@3gpp.org",
+                           "rating_group": "7", "start": str(NOW - 86400), "end": str(NOW - 86000),
+                           "units": "30000000", "unit": "total_octets", "id": "old-cdr"})
+    assert store.write(lambda txn: rate_record(txn, record, NOW))["event"]["amount"] == 300
+    # 3. an allowance that expires before the reload
+    store.write(lambda txn: top_up(txn, "acct-002", 5_000_000, NOW, kind="total_octets",
+                                   expires=NOW + 2))
+    before = {a: bal.summary(cache(store, a)[1], NOW + 3) for a in ("acct-000", "acct-001", "acct-002")}
+    assert before == {"acct-000": {"money": 1200, "total_octets": 1_000_000_000},
+                      "acct-001": {"money": 1001, "total_octets": 5_000_000},
+                      "acct-002": {"money": 1002}}
+    drain(store, master, 100)
+    fresh = LmdbStore(str(tmp_path / "fresh"), map_size=1 << 26, durability="os")
+    try:
+        Gateway(fresh, master, clock=lambda: NOW + 3).start()
+        after = {a: bal.summary(cache(fresh, a)[1], NOW + 3) for a in before}
+        assert after == before
+        x = cache(fresh, "acct-000")[1].bucket("X")
+        assert (x.kind, x.amount) == ("total_octets", 1_000_000_000)
+        promo = cache(fresh, "acct-001")[1].bucket("promo")
+        assert (promo.kind, promo.amount, promo.expires) == ("money", 0, NOW + 10**6)
+        out = io.StringIO()
+        assert check(fresh, master, out) == 2       # the refused top-up: failed, and not applied
+        assert "adjustment:pay-x: could not be applied: adjustment pay-x: bucket X holds " \
+               "total_octets, not money" in out.getvalue()
+    finally:
+        fresh.close()

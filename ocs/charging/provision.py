@@ -77,7 +77,11 @@ def _credit_event(account: Account, bucket: Bucket, amount: int, now: int, kind:
             "rating_group": None, "service_id": None, "start": now, "end": now,
             "units": {} if money else {bucket.kind: amount}, "plan": account.plan_id, "rate": None,
             "amount": -amount if money else 0, "currency": account.currency,
-            "impacts": [[bucket.id, amount]], "unpaid": 0, "balance_after": None}
+            "impacts": [[bucket.id, amount]], "unpaid": 0, "balance_after": None,
+            # the bucket it credited, whole: a cache rebuilt from delivered events makes it again
+            "bucket": {"id": bucket.id, "kind": bucket.kind, "priority": bucket.priority,
+                       "expires": bucket.expires, "rating_groups": list(bucket.rating_groups)
+                       if bucket.rating_groups is not None else None}}
 
 
 def load_account(txn, account_id: str) -> tuple[Account, Balance]:

@@ -21,7 +21,8 @@ from ..charging import balance as bal
 from ..charging.ledger import append_events
 from ..charging.model import MONEY, Account, Balance, Bucket
 from ..charging.provision import put_plan
-from .rebuild import apply_delivered
+from ..charging.units import UNIT_NAMES
+from . import rebuild
 from ..charging.records import (RecordError, check_bucket, decode_account, decode_balance, encode_account,
                                 encode_balance, plan_from_dict)
 
@@ -98,8 +99,15 @@ def apply_account(txn, account: Account, now: int, notices: list) -> None:
 
 
 def credit(balance: Balance, adj: tuple) -> Bucket:
-    """Apply one adjustment row (master.ADJUSTMENT_COLUMNS) to a balance in memory."""
+    """Apply one adjustment row (master.ADJUSTMENT_COLUMNS) to a balance in memory.
+    Everything is checked before the balance is touched (a SyncError leaves it as it was)."""
     id, _account, _reason, kind, amount, bucket_id, expires, rgs = adj
+    groups = json.loads(rgs) if rgs else None
+    if (kind != MONEY and kind not in UNIT_NAMES) or not isinstance(amount, int) \
+            or not (expires is None or isinstance(expires, int)) \
+            or not (groups is None or (isinstance(groups, list)
+                                       and all(isinstance(g, int) for g in groups))):
+        raise SyncError(f"adjustment {id}: not a valid kind, amount, expiry or rating groups")
     if kind == MONEY and bucket_id is None and expires is None:
         bucket = bal.main_bucket(balance)
     else:
@@ -109,7 +117,7 @@ def credit(balance: Balance, adj: tuple) -> Bucket:
             raise SyncError(f"adjustment {id}: bucket {bucket_id} holds {bucket.kind}, not {kind}")
         if bucket is None:
             bucket = Bucket(bucket_id, kind, 0, 0, 100, expires,
-                            tuple(json.loads(rgs)) if rgs else None)
+                            tuple(groups) if groups else None)
             balance.buckets.append(bucket)
     bucket.amount += int(amount)
     return bucket
@@ -223,15 +231,22 @@ def _load_account(txn, account: Account, adjustments: list, delivered: list, now
         return
     balance = Balance(account.id, [])
     bal.main_bucket(balance)
+    events = rebuild.parse(delivered)
+    problems = rebuild.cache_buckets(balance, events)
     applied = []
     for adj in adjustments:
         try:
-            check_bucket(credit(balance, adj))
+            credit(balance, adj)
             applied.append(adj[0])
         except APPLY_ERRORS as e:               # one bad top-up must not cost the account
             log.error("cannot apply adjustment %s: %s", adj[0], e)
             txn.put("meta", FAILED + f"adjustment:{adj[0]}".encode(), str(e).encode())
-    markers = apply_delivered(balance, delivered)
+    markers, more = rebuild.apply_delivered(balance, events)
+    for problem in problems + more:
+        log.error("rebuilding account %s: %s", account.id, problem)
+    if problems or more:
+        txn.put("meta", FAILED + f"rebuild:{account.id}".encode(),
+                "; ".join(problems + more).encode()[:4000])
     bal.summary(balance, now)                  # checks every bucket before anything is written
     bal.prune(balance, now)
     for adj_id in applied:
