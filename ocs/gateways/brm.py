@@ -40,7 +40,7 @@ from ..store.base import StoreError
 from ..store.lmdb import LmdbStore
 from . import billing
 from .brm_snapshot import SNAPSHOT_AT, take_snapshot
-from .master import Master, MasterError, connect
+from .master import Master, MasterError, connect, reopen
 
 log = logging.getLogger("ocs.brm")
 COMMAND = "brm-gateway"
@@ -240,13 +240,7 @@ class Gateway:
 
     def _reconnect(self) -> None:
         self.stop.wait(max(self.poll, 1.0))
-        try:
-            fresh = connect(self.master.url)
-        except MasterError as e:
-            log.warning("reconnect: %s", e)
-            return
-        self.master.close()
-        self.master = fresh
+        self.master = reopen(self.master, log)
 
 
 def add_parser(sub) -> None:

@@ -21,7 +21,7 @@ import time
 from ..store.base import StoreError
 from ..store.lmdb import LmdbStore
 from . import em_apply as ap
-from .master import CHANNEL, Master, MasterError, connect
+from .master import CHANNEL, Master, MasterError, connect, reopen
 
 log = logging.getLogger("ocs.em")
 COMMAND = "em-gateway"
@@ -173,13 +173,7 @@ class Gateway:
 
     def _reconnect(self) -> None:
         self.stop.wait(min(self.poll * 5, 1.0))
-        try:
-            fresh = connect(self.master.url)
-        except MasterError as e:
-            log.warning("reconnect: %s", e)
-            return
-        self.master.close()
-        self.master = fresh
+        self.master = reopen(self.master, log)
         self._unlisten()
 
     def _listen(self) -> None:

@@ -108,6 +108,21 @@ def connect(url: str) -> "Master":
     raise MasterError(f"master url {url!r}: expected sqlite:PATH or postgresql://...")
 
 
+def reopen(master: "Master", log) -> "Master":
+    """A fresh connection to the same database in place of a broken one; the old one
+    if the database cannot be reached yet (the caller tries again later)."""
+    try:
+        fresh = connect(master.url)
+    except MasterError as e:
+        log.warning("reconnect: %s", e)
+        return master
+    try:
+        master.close()
+    except Exception:                       # noqa: BLE001 - closing a broken connection
+        pass
+    return fresh
+
+
 class Cursor:
     """One transaction's statements, ``?`` placeholders on both engines."""
 
