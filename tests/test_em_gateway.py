@@ -423,6 +423,81 @@ def test_reload_remakes_the_cache_own_buckets_whole(master, store, tmp_path):
         out = io.StringIO()
         assert check(fresh, master, out) == 2       # the refused top-up: failed, and not applied
         assert "adjustment:pay-x: could not be applied: adjustment pay-x: bucket X holds " \
-               "total_octets, not money" in out.getvalue()
+               "total_octets in the cache, not money" in out.getvalue()
     finally:
         fresh.close()
+
+
+def _debit(store, sid, ident, at, octets=1_000_000):
+    from ocs.charging.ledger import Ledger
+    from ocs.charging.requests import CreditRequest, RequestedAction, RequestType, ServiceRequest
+    from ocs.charging.units import UnitType
+    req = CreditRequest(sid, RequestType.EVENT, 0, "32251@3gpp.org", [ident],
+                        action=RequestedAction.DIRECT_DEBITING,
+                        services=[ServiceRequest(None, None, {UnitType.TOTAL_OCTETS: octets}, {})])
+    assert store.write(lambda txn: Ledger().credit_control(txn, req, at, lambda d: b""))[1] \
+        .result_code == 2001
+
+
+def _same_after_reload(master, store, path, at, accounts):
+    from ocs.gateways.brm import drain
+    drain(store, master, 100)
+    before = {a: bal.summary(cache(store, a)[1], at) for a in accounts}
+    fresh = LmdbStore(path, map_size=1 << 26, durability="os")
+    try:
+        Gateway(fresh, master, clock=lambda: at).start()
+        return before, {a: bal.summary(cache(fresh, a)[1], at) for a in accounts}
+    finally:
+        fresh.close()
+
+
+def test_reload_replays_buckets_used_again_after_they_expired(master, store, tmp_path):
+    """A bucket id used again after its bucket expired names the new bucket: a cache
+    bucket named again (acct-001), a master bucket named again (acct-002), and a cache
+    account's empty bucket that a later master top-up of another kind could not use."""
+    from ocs.charging.model import MONEY, Account, Bucket
+    from ocs.charging.provision import create_account, top_up
+    populate(master, 3)
+    master.add_adjustment("b-1", "acct-002", 300, bucket="B", expires=NOW + 100)
+    gw = Gateway(store, master, clock=lambda: NOW)
+    gw.start()
+    store.write(lambda txn: top_up(txn, "acct-001", 300, NOW, bucket_id="promo", expires=NOW + 100))
+    _debit(store, "d1", "e164:46700000001", NOW + 10)            # 10 from promo
+    _debit(store, "d2", "e164:46700000001", NOW + 200)           # promo expired: dropped
+    _debit(store, "d3", "e164:46700000002", NOW + 200)           # B expired: dropped
+    store.write(lambda txn: top_up(txn, "acct-001", 500, NOW + 300, bucket_id="promo",
+                                   expires=NOW + 10**6))
+    master.add_adjustment("b-2", "acct-002", 500, bucket="B", expires=NOW + 10**6)
+    acc = Account("acct-new", "mobile", "EUR", identities=("e164:46709999999",))
+    store.write(lambda txn: create_account(txn, acc, [Bucket("main", MONEY, 200, 0, 1 << 30),
+                                                      Bucket("promo", MONEY, 0, 0, 50)], NOW))
+    master.put_account("acct-new", "mobile", "EUR", identities=("e164:46709999999",))
+    master.add_adjustment("data-promo", "acct-new", 10**9, kind="total_octets", bucket="promo")
+    gw.clock = lambda: NOW + 300
+    gw.catch_up()
+    accounts = ("acct-001", "acct-002", "acct-new")
+    before, after = _same_after_reload(master, store, str(tmp_path / "fresh"), NOW + 400, accounts)
+    assert before == {"acct-001": {"money": 991 + 500, "total_octets": 5_000_000},
+                      "acct-002": {"money": 992 + 500},
+                      "acct-new": {"money": 200}}
+    assert after == before
+
+
+def test_two_reloads_keep_an_allowance_under_a_bucket_id_used_twice(master, store, tmp_path):
+    from ocs.charging.provision import top_up
+    from ocs.gateways.brm import drain
+    populate(master, 2)
+    Gateway(store, master, clock=lambda: NOW).start()
+    store.write(lambda txn: top_up(txn, "acct-001", 5_000_000, NOW, kind="total_octets",
+                                   expires=NOW + 100))
+    drain(store, master, 100)
+    second = LmdbStore(str(tmp_path / "second"), map_size=1 << 26, durability="os")
+    try:
+        Gateway(second, master, clock=lambda: NOW + 200).start()   # the allowance has expired
+        second.write(lambda txn: top_up(txn, "acct-001", 7_000_000, NOW + 300, kind="total_octets",
+                                        expires=NOW + 10**6))     # its id comes round again
+        before, after = _same_after_reload(master, second, str(tmp_path / "third"), NOW + 400,
+                                           ["acct-001"])
+    finally:
+        second.close()
+    assert before == after == {"acct-001": {"money": 1001, "total_octets": 12_000_000}}

@@ -66,7 +66,8 @@ def create_account(txn, account: Account, buckets: list, now: int) -> None:
         balance.buckets.append(b)
     bal.main_bucket(balance)
     txn.put("balances", account.id.encode(), encode_balance(balance))
-    events = [_credit_event(account, b, b.amount, now, "initial_balance") for b in buckets if b.amount]
+    # one per bucket, empty ones too: a cache rebuilt from delivered events makes them again
+    events = [_credit_event(account, b, b.amount, now, "initial_balance") for b in buckets]
     append_events(txn, events, now)
 
 

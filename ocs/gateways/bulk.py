@@ -65,7 +65,7 @@ def load(store, master: Master, master_id: str, progress=None, now: int | None =
         idents = _grouped(master.stream(
             cur, f"SELECT account_id, identity FROM identities ORDER BY {by('account_id')}"))
         adjs = _grouped(master.stream(
-            cur, f"SELECT account_id, {Master.ADJUSTMENT_COLUMNS} FROM adjustments "
+            cur, f"SELECT account_id, {Master.ADJUSTMENT_COLUMNS}, created_at FROM adjustments "
                  f"ORDER BY {by('account_id')}, created_at, id"))
         # a cache loaded again: the master's delivered events count too (rebuild.py)
         delivered = cur.one("SELECT count(*) FROM rated_events")[0]

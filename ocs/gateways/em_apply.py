@@ -227,26 +227,28 @@ def _load_account(txn, account: Account, adjustments: list, delivered: list, now
     if txn.get("accounts", key) is not None:
         apply_account(txn, account, now, notices)
         for adj in adjustments:
-            apply_adjustment(txn, adj, now, notices)
+            apply_adjustment(txn, adj[:8], now, notices)
         return
-    balance = Balance(account.id, [])
-    bal.main_bucket(balance)
-    events = rebuild.parse(delivered)
-    problems = rebuild.cache_buckets(balance, events)
-    applied = []
-    for adj in adjustments:
-        try:
-            credit(balance, adj)
-            applied.append(adj[0])
-        except APPLY_ERRORS as e:               # one bad top-up must not cost the account
-            log.error("cannot apply adjustment %s: %s", adj[0], e)
-            txn.put("meta", FAILED + f"adjustment:{adj[0]}".encode(), str(e).encode())
-    markers, more = rebuild.apply_delivered(balance, events)
-    for problem in problems + more:
+    if delivered:                       # a cache loaded again: replay the history (rebuild.py)
+        replay = rebuild.Replay(account.id, credit).run(adjustments, delivered, now)
+        balance, applied, markers = replay.balance, replay.applied, replay.markers
+        failed, problems = replay.failed, replay.problems
+    else:
+        balance, applied, markers, failed, problems = Balance(account.id, []), [], [], [], []
+        bal.main_bucket(balance)
+        for adj in adjustments:
+            try:
+                credit(balance, adj[:8])
+                applied.append(adj[0])
+            except APPLY_ERRORS as e:           # one bad top-up must not cost the account
+                failed.append((adj[0], str(e)))
+    for adj_id, why in failed:
+        log.error("cannot apply adjustment %s: %s", adj_id, why)
+        txn.put("meta", FAILED + f"adjustment:{adj_id}".encode(), why.encode())
+    for problem in problems:
         log.error("rebuilding account %s: %s", account.id, problem)
-    if problems or more:
-        txn.put("meta", FAILED + f"rebuild:{account.id}".encode(),
-                "; ".join(problems + more).encode()[:4000])
+    if problems:
+        txn.put("meta", FAILED + f"rebuild:{account.id}".encode(), "; ".join(problems).encode()[:4000])
     bal.summary(balance, now)                  # checks every bucket before anything is written
     bal.prune(balance, now)
     for adj_id in applied:
