@@ -323,6 +323,7 @@ def test_a_cache_loaded_again_keeps_what_was_spent(master, store, tmp_path):
     """Recovery: the first cache charged online and offline usage, took a top-up and
     delivered its events to the master; a new, empty cache loaded from the master has the
     same balances (spent money stays spent) and will not rate the same usage record twice."""
+    master.clock = lambda: NOW          # the master's and the cache's clocks agree
     from ocs.charging.ledger import Ledger
     from ocs.charging.offline import parse_record, rate_record
     from ocs.charging.requests import CreditRequest, RequestedAction, RequestType, ServiceRequest
@@ -340,6 +341,7 @@ def test_a_cache_loaded_again_keeps_what_was_spent(master, store, tmp_path):
                            "rating_group": "10", "start": str(NOW), "end": str(NOW + 60),
                            "units": "4000000", "unit": "total_octets", "id": "cdr-1"})
     assert store.write(lambda txn: rate_record(txn, record, NOW))["status"] == "rated"
+    master.clock = lambda: NOW + 1
     master.add_adjustment("t-after", "acct-000", 70)
     gw.catch_up()
     before = {a: bal.summary(cache(store, a)[1], NOW) for a in ("acct-000", "acct-001", "acct-002")}
@@ -386,6 +388,7 @@ def test_reload_remakes_the_cache_own_buckets_whole(master, store, tmp_path):
     master's top-ups: a master top-up the old cache refused stays refused (no data turned
     into money), a money bucket debited by a backdated record stays money, and an
     allowance that had expired stays expired."""
+    master.clock = lambda: NOW          # the master's and the cache's clocks agree
     from ocs.charging.offline import parse_record, rate_record
     from ocs.charging.provision import top_up
     from ocs.gateways.brm import drain
@@ -455,6 +458,7 @@ def test_reload_replays_buckets_used_again_after_they_expired(master, store, tmp
     """A bucket id used again after its bucket expired names the new bucket: a cache
     bucket named again (acct-001), a master bucket named again (acct-002), and a cache
     account's empty bucket that a later master top-up of another kind could not use."""
+    master.clock = lambda: NOW          # the master's and the cache's clocks agree
     from ocs.charging.model import MONEY, Account, Bucket
     from ocs.charging.provision import create_account, top_up
     populate(master, 3)
@@ -467,6 +471,7 @@ def test_reload_replays_buckets_used_again_after_they_expired(master, store, tmp
     _debit(store, "d3", "e164:46700000002", NOW + 200)           # B expired: dropped
     store.write(lambda txn: top_up(txn, "acct-001", 500, NOW + 300, bucket_id="promo",
                                    expires=NOW + 10**6))
+    master.clock = lambda: NOW + 300
     master.add_adjustment("b-2", "acct-002", 500, bucket="B", expires=NOW + 10**6)
     acc = Account("acct-new", "mobile", "EUR", identities=("e164:46709999999",))
     store.write(lambda txn: create_account(txn, acc, [Bucket("main", MONEY, 200, 0, 1 << 30),
@@ -484,6 +489,7 @@ def test_reload_replays_buckets_used_again_after_they_expired(master, store, tmp
 
 
 def test_two_reloads_keep_an_allowance_under_a_bucket_id_used_twice(master, store, tmp_path):
+    master.clock = lambda: NOW          # the master's and the cache's clocks agree
     from ocs.charging.provision import top_up
     from ocs.gateways.brm import drain
     populate(master, 2)
@@ -501,3 +507,49 @@ def test_two_reloads_keep_an_allowance_under_a_bucket_id_used_twice(master, stor
     finally:
         second.close()
     assert before == after == {"acct-001": {"money": 1001, "total_octets": 12_000_000}}
+
+
+def test_top_ups_into_a_lapsed_bucket_make_a_new_one_in_the_cache_and_on_reload(
+        master, store, tmp_path):
+    """A master top-up into a named bucket that has expired (not yet dropped) makes a new
+    bucket instead of vanishing into the dead one (acct-001); a top-up made while no gateway
+    ran, after the cache's bucket of that name lapsed, is counted at the time it was made, in
+    the old cache and in a reloaded one alike (acct-002, money; acct-000, another kind)."""
+    from ocs.charging.provision import top_up
+    from ocs.gateways.brm import drain
+    master.clock = lambda: NOW
+    populate(master, 3)
+    master.add_adjustment("d-1", "acct-001", 5_000_000, kind="total_octets", bucket="D",
+                          expires=NOW + 100)
+    gw = Gateway(store, master, clock=lambda: NOW)
+    gw.start()
+    store.write(lambda txn: top_up(txn, "acct-002", 500, NOW, bucket_id="P", expires=NOW + 100))
+    store.write(lambda txn: top_up(txn, "acct-000", 400, NOW, bucket_id="Q", expires=NOW + 100))
+    _debit(store, "d1", "e164:46700000002", NOW + 10)             # 10 from P
+    _debit(store, "d2", "e164:46700000002", NOW + 200)            # P lapsed: dropped
+    _debit(store, "d3", "e164:46700000000", NOW + 200)            # Q lapsed: dropped
+    master.clock = lambda: NOW + 200
+    master.add_adjustment("d-2", "acct-001", 2_000_000, kind="total_octets", bucket="D",
+                          expires=NOW + 10**6)
+    gw.clock = lambda: NOW + 200
+    gw.catch_up()
+    d = cache(store, "acct-001")[1].bucket("D")         # (acct-001 also holds 5M in adj-data-1)
+    assert (d.amount, d.expires) == (2_000_000, NOW + 10**6)
+    drain(store, master, 100)
+    # no gateway runs now; the master takes two more top-ups into the lapsed names
+    master.clock = lambda: NOW + 250
+    master.add_adjustment("p-late", "acct-002", 300, bucket="P")
+    master.add_adjustment("q-late", "acct-000", 2_000_000, kind="total_octets", bucket="Q")
+    fresh = LmdbStore(str(tmp_path / "fresh"), map_size=1 << 26, durability="os")
+    try:
+        Gateway(fresh, master, clock=lambda: NOW + 300).start()
+        gw.clock = lambda: NOW + 300
+        gw.catch_up()                                  # the old cache, for comparison
+        accounts = ("acct-000", "acct-001", "acct-002")
+        old = {a: bal.summary(cache(store, a)[1], NOW + 300) for a in accounts}
+        assert old == {"acct-000": {"money": 1200 - 10, "total_octets": 2_000_000},
+                       "acct-001": {"money": 1001, "total_octets": 5_000_000 + 2_000_000},
+                       "acct-002": {"money": 992 + 300}}
+        assert {a: bal.summary(cache(fresh, a)[1], NOW + 300) for a in accounts} == old
+    finally:
+        fresh.close()

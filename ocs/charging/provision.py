@@ -99,6 +99,7 @@ def top_up(txn, account_id: str, amount: int, now: int, kind: str = MONEY,
     if not isinstance(amount, int) or amount <= 0:
         raise ProvisioningError("top-up amount must be a positive integer (minor units or units)")
     account, balance = load_account(txn, account_id)
+    bal.prune(balance, now)             # a lapsed bucket of that name is gone: a new one is made
     if bucket_id is None and kind == MONEY and expires is None:
         bucket = bal.main_bucket(balance)
     else:

@@ -133,6 +133,7 @@ def apply_adjustment(txn, adj: tuple, now: int, notices: list) -> bool:
         raise SyncError(f"adjustment {adj[0]}: account {adj[1]} is not in the cache")
     account = decode_account(raw)
     balance = decode_balance(txn.get("balances", account.id.encode()))
+    bal.prune(balance, now)             # a lapsed bucket of that name is gone: a new one is made
     bucket = credit(balance, adj)
     check_bucket(bucket)
     after = bal.summary(balance, now)          # checks every bucket before anything is written

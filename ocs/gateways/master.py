@@ -152,6 +152,10 @@ class Cursor:
 class Master:
     def __init__(self, conn, dialect: str, url: str):
         self.conn, self.dialect, self.url = conn, dialect, url
+        # when changes are made (created_at, updated_at; change_log.at_us): the wall clock.
+        # A cache rebuilt from the master orders top-ups and rated events by time, so the
+        # master's writers and the cache's host must keep their clocks in step (NTP)
+        self.clock = time.time
         self._streams = 0
         # one connection, one transaction at a time: threads sharing a Master take turns
         self._lock = threading.RLock()
@@ -268,7 +272,7 @@ class Master:
         if self.dialect == "postgresql":
             cur.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK_KEY,))
         cur.execute("INSERT INTO change_log (entity, key, at_us) VALUES (?, ?, ?)",
-                    (entity, key, time.time_ns() // 1000))
+                    (entity, key, int(self.clock() * 1_000_000)))
         if self.dialect == "postgresql":
             cur.execute(f"NOTIFY {CHANNEL}")
 
@@ -281,7 +285,7 @@ class Master:
             cur.execute("INSERT INTO customers (id, name, email, address, created_at) VALUES "
                         "(?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
                         "email = excluded.email, address = excluded.address",
-                        (id, name, email, address, int(time.time())))
+                        (id, name, email, address, int(self.clock())))
             self._log(cur, "customer", id)
 
     def put_plan(self, body: dict) -> None:
@@ -304,7 +308,7 @@ class Master:
         with self.transaction() as cur:
             cur.execute("INSERT INTO plans (id, body, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) "
                         "DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-                        (body["id"], text, int(time.time())))
+                        (body["id"], text, int(self.clock())))
             self._log(cur, "plan", body["id"])
 
     def put_account(self, id: str, plan_id: str, currency: str = "EUR", status: str = "active",
@@ -342,7 +346,7 @@ class Master:
                         " status = excluded.status, credit_limit = excluded.credit_limit,"
                         " name = excluded.name, updated_at = excluded.updated_at",
                         (id, customer_id, plan_id, currency, status, credit_limit, name,
-                         int(time.time())))
+                         int(self.clock())))
             cur.execute("DELETE FROM identities WHERE account_id = ?", (id,))
             for ident in identities:
                 cur.execute("INSERT INTO identities (identity, account_id) VALUES (?, ?)", (ident, id))
@@ -353,7 +357,7 @@ class Master:
             raise MasterError(f"status {status!r} is not one of {', '.join(ACCOUNT_STATUSES)}")
         with self.transaction() as cur:
             cur.execute("UPDATE accounts SET status = ?, updated_at = ? WHERE id = ?",
-                        (status, int(time.time()), id))
+                        (status, int(self.clock()), id))
             if cur.rowcount != 1:
                 raise MasterError(f"no account {id!r}")
             self._log(cur, "account", id)
@@ -384,7 +388,7 @@ class Master:
                                       f"{other[0]}, not {kind}")
             cur.execute("INSERT INTO adjustments (id, account_id, reason, kind, amount, bucket, expires,"
                         " rating_groups, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                        " ON CONFLICT (id) DO NOTHING", row + (int(time.time()),))
+                        " ON CONFLICT (id) DO NOTHING", row + (int(self.clock()),))
             if cur.rowcount == 0:        # a concurrent retry committed it first
                 if self._adjustment_row(cur, id) != row:
                     raise MasterError(f"adjustment {id} exists with other content")

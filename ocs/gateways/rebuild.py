@@ -7,10 +7,11 @@ give back what was spent: the master also holds every rated event the BRM
 gateway delivered, and each carries ``impacts`` ([bucket id, change]), the exact
 change it made to each bucket (docs/records.md).
 
-The rebuild replays one account's history in the order it happened: first the
-master's top-ups that have no delivered event (applied by the first bulk load;
-one made while no gateway ran counts the same way), then the delivered events by
-the time they were recorded (then by outbox sequence). Before each step, buckets expired
+The rebuild replays one account's history in the order it happened: the
+delivered events by the time they were recorded (then by outbox sequence), and
+the master's top-ups that have no delivered event (applied by the first bulk
+load, refused by the old cache, or made while no gateway ran) at the time they
+were made; the two hosts' clocks must agree (NTP). Before each step, buckets expired
 by then are dropped, as the old cache dropped them, so a bucket id used again
 after its bucket expired names the new bucket, not the old one:
 - an event recording a master adjustment (``adjustment``) makes its bucket from
@@ -63,13 +64,12 @@ class Replay:
         rows = {a[0]: a for a in adjustments}
         with_event = {e["adjustment"] for e in events if "adjustment" in e}
         steps = [(_order(e), 1, e) for e in events]
-        # a top-up with no delivered event was applied by the first bulk load, before any
-        # event: it goes first (in the order made), whatever the clocks of the two hosts say
-        steps += [((-1, "", n), 0, a) for n, a in enumerate(a for a in adjustments
-                                                           if a[0] not in with_event)]
+        # a top-up with no delivered event: applied by the first bulk load, refused, or made
+        # while no gateway ran; each at the time it was made (before events of that second)
+        steps += [((min(int(a[8]), now), "", n), 0, a)
+                  for n, a in enumerate(a for a in adjustments if a[0] not in with_event)]
         for when, kind, item in sorted(steps, key=lambda s: (s[0], s[1])):
-            if when[0] >= 0:
-                self.drop_expired(min(when[0], now))     # nothing happened after now
+            self.drop_expired(min(when[0], now))     # nothing happened after now
             if kind == 0:
                 self.bare_adjustment(item)
             else:
