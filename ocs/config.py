@@ -84,6 +84,9 @@ class ChargingConfig:
     """Seconds between runs of the sweeper that releases expired sessions (Tcc)."""
     notice_interval: float = 0.1
     """Seconds between looks for re-authorize/abort notices (RAR/ASR) the EM gateway queued."""
+    max_pending: int = 10000
+    """Most CCRs a worker holds unanswered (waiting for their group commit); past it a new
+    one is answered 3004 DIAMETER_TOO_BUSY at once (RFC 6733 §7.1.3) and charged nothing."""
 
 
 @attrs.frozen
@@ -199,6 +202,7 @@ _RULES = {
     ("charging", "answer_retention"): (_number(0, None, True), "seconds, 0 or more"),
     ("charging", "sweep_interval"): (_number(0.01), "seconds, at least 0.01"),
     ("charging", "notice_interval"): (_number(0.01), "seconds, at least 0.01"),
+    ("charging", "max_pending"): (_number(1, 10**7, True), "an integer 1..10000000"),
     ("master", "url"): (lambda v: _is_str(v) and v.startswith(("sqlite:", "postgresql://", "postgres://")),
                         "sqlite:PATH or postgresql://..."),
     ("em", "poll_interval"): (_number(0.01), "seconds, at least 0.01"),

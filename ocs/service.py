@@ -117,7 +117,8 @@ async def _serve(config: Config, node: NodeContext, store: LmdbStore, ready, sto
     astore = AsyncStore(store, asyncio.get_running_loop())
     books = ledger(config)
     node.registry.register(CREDIT_CONTROL_APPLICATION, CREDIT_CONTROL_COMMAND, CreditControlHandler(
-        astore, books, node.dictionary, node.local.origin_host, node.local.origin_realm, clock))
+        astore, books, node.dictionary, node.local.origin_host, node.local.origin_realm, clock,
+        config.charging.max_pending))
     log.info("handlers: %s", node.registry.keys())
     sweeper = Sweeper(astore, books, config.charging.sweep_interval, clock)
     # RAR/ASR for the notices the EM gateway queues (account topped up, suspended, closed)

@@ -51,12 +51,13 @@ class Clock:
 class NodeThread:
     """`serve()` in its own thread and event loop on 127.0.0.1:0, store in tmp_path."""
 
-    def __init__(self, tmp_path, load: bool = True):
+    def __init__(self, tmp_path, load: bool = True, **charging):
         self.clock = Clock()
         self.config = Config(node=NodeConfig(origin_host=SERVER_HOST, origin_realm=REALM),
                              listen=ListenConfig("127.0.0.1", 0),
                              store=StoreConfig(path=str(tmp_path / "store")),
-                             charging=ChargingConfig(sweep_interval=0.05, notice_interval=0.05))
+                             charging=ChargingConfig(sweep_interval=0.05, notice_interval=0.05,
+                                                      **charging))
         self.store = open_store(self.config)
         if load:
             self.store.write(lambda t: prov.load_data(t, tomllib.loads(DATA_FILE), int(self.clock())))

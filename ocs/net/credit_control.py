@@ -19,12 +19,15 @@ import asyncio
 import logging
 import struct
 import time
+from types import SimpleNamespace
 
 from ..charging.ledger import Ledger
 from ..charging.cca import AnswerEncoder
 from ..charging.mapping import RequestRefused, credit_request
 from ..charging.requests import Decision
+from ..diameter.answers import error_answer
 from ..diameter.dictionary import Dictionary
+from ..diameter.errors import ResultCode
 from ..diameter.message import Message
 from .application import RequestContext
 
@@ -101,10 +104,22 @@ class EncodedAnswer:
 
 
 class CreditControlHandler:
+    """Credit-Control-Request (RFC 4006) through the ledger, answered after the commit.
+
+    Overload: at most `max_pending` CCRs wait for their group commit in this worker;
+    one more is answered at once with 3004 DIAMETER_TOO_BUSY (RFC 6733 §7.1.3, a
+    protocol error: E bit set) and charged nothing, so that a burst larger than the
+    store can absorb gets a fast refusal the client can retry elsewhere instead of a
+    queue (and latency) without bound."""
+
     def __init__(self, store: AsyncStore, ledger: Ledger, dictionary: Dictionary, origin_host: str,
-                 origin_realm: str, clock=time.time):
+                 origin_realm: str, clock=time.time, max_pending: int = 10000):
         self.store, self.ledger, self.clock = store, ledger, clock
         self.encoder = AnswerEncoder(dictionary, origin_host, origin_realm)
+        self.local = SimpleNamespace(origin_host=origin_host, origin_realm=origin_realm)
+        self.max_pending = max_pending
+        self.pending = 0                    # CCRs submitted, not yet answered
+        self.too_busy = 0                   # answered 3004 since start
 
     def render(self, msg: Message, d: Decision) -> bytes:
         return self.encoder.encode(msg, d)
@@ -122,10 +137,21 @@ class CreditControlHandler:
                      extra={"session_id": msg.get("Session-Id"), "peer": ctx.peer.origin_host})
             respond(EncodedAnswer(self.render(msg, d), msg.hop_by_hop, msg.end_to_end))
             return
+        if self.pending >= self.max_pending:
+            self.too_busy += 1
+            if self.too_busy == 1 or self.too_busy % 1000 == 0:
+                log.warning("overload: %d CCRs waiting for the store; answering 3004 "
+                            "(%d so far)", self.pending, self.too_busy,
+                            extra={"peer": ctx.peer.origin_host})
+            respond(error_answer(self.local, msg, ResultCode.DIAMETER_TOO_BUSY,
+                                 f"{self.pending} requests waiting"))
+            return
         now = int(self.clock())
         ledger, render = self.ledger, self.render
+        self.pending += 1
 
         def committed(result, exc) -> None:
+            self.pending -= 1
             if exc is not None:
                 log.error("CCR failed in the store: %r", exc,
                           extra={"session_id": req.session_id, "peer": ctx.peer.origin_host},
