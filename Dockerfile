@@ -16,5 +16,8 @@ USER ocs
 # the LMDB cache (balances, sessions, rated-event outbox) lives on this volume
 VOLUME ["/var/lib/ocs"]
 EXPOSE 3868/tcp
+# healthy while a serving process has written its heartbeat into the store in the last 5 s
+HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["ocs", "check", "--store", "/var/lib/ocs/ocs.lmdb"]
 ENTRYPOINT ["ocs"]
 CMD ["serve", "--config", "/etc/ocs/ocs.toml", "--store", "/var/lib/ocs/ocs.lmdb"]

@@ -1,4 +1,5 @@
-"""`ocs` command line: serve, demo, accounts, em-gateway, brm-gateway, bill, rate, dict, decode."""
+"""`ocs` command line: serve, demo, accounts, check, master, em-gateway, brm-gateway, bill, rate,
+dict, decode."""
 
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--store", help="LMDB folder of the balance cache (default var/ocs.lmdb)")
     s.add_argument("--durability", choices=["fsync", "os"], help="commit durability (default fsync)")
 
-    from . import admin
+    from . import admin, health
     admin.add_parser(sub)
+    health.add_parser(sub)
     for module in _external_modules():
         module.add_parser(sub)
 
@@ -91,6 +93,10 @@ def _run(args) -> int:
             config = load_config(args.config)
             config = override(config, "store", path=args.store)
             return admin.run(args, config)
+        if args.command == "check":
+            from . import health
+            config = override(load_config(args.config), "store", path=args.store)
+            return health.run(args, config)
         if args.command == "demo":
             from .demo import run as demo
             config = load_config(args.config)

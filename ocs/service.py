@@ -28,11 +28,13 @@ from .net.application import HandlerRegistry
 from .net.connection import NodeContext
 from .net.credit_control import (CREDIT_CONTROL_APPLICATION, CREDIT_CONTROL_COMMAND, AsyncStore,
                                  CreditControlHandler, Sweeper)
+from .net.heartbeat import Heartbeat
 from .net.notices import NoticeSender
 from .net.server import DiameterServer
 from .store.lmdb import LmdbStore
 
 log = logging.getLogger("ocs")
+HEARTBEAT_INTERVAL = 1.0        # seconds; `ocs check` allows a few missed beats
 
 
 class JsonFormatter(logging.Formatter):
@@ -123,12 +125,15 @@ async def _serve(config: Config, node: NodeContext, store: LmdbStore, ready, sto
     sweeper = Sweeper(astore, books, config.charging.sweep_interval, clock)
     # RAR/ASR for the notices the EM gateway queues (account topped up, suspended, closed)
     notices = NoticeSender(astore, node, config.charging.notice_interval, clock)
+    heartbeat = Heartbeat(astore, HEARTBEAT_INTERVAL,
+                          f"{config.listen.address}:{config.listen.port}", node.local.origin_host)
     server = DiameterServer(node)
     await server.start(config.listen.address, config.listen.port)
     if started is not None:
         started(server)
     sweeper.start()
     notices.start()
+    heartbeat.start()
     # Each CCR allocates a few hundred short-lived objects: with the default
     # 700-allocation young generation the cyclic GC runs every couple of requests.
     # Start-up objects (dictionaries) are moved out of its way, and it runs less often.
@@ -149,5 +154,6 @@ async def _serve(config: Config, node: NodeContext, store: LmdbStore, ready, sto
     log.info("stopping: sending DPR to %d peer(s)", len(server.connections))
     await sweeper.stop()
     await notices.stop()
+    await heartbeat.stop()
     await server.stop()
     log.info("stopped")
