@@ -30,6 +30,7 @@ from ..diameter.dictionary import Dictionary
 from ..diameter.errors import ResultCode
 from ..diameter.message import Message
 from .application import RequestContext
+from .periodic import Periodic
 
 log = logging.getLogger("ocs.charging")
 _IDS = struct.Struct(">II")
@@ -173,12 +174,14 @@ class CreditControlHandler:
 
 
 
-class Sweeper:
+class Sweeper(Periodic):
     """Releases sessions whose Tcc ran out and drops old answers, periodically."""
 
+    name = "sweeper"
+
     def __init__(self, store: AsyncStore, ledger: Ledger, interval: float, clock=time.time):
-        self.store, self.ledger, self.interval, self.clock = store, ledger, interval, clock
-        self.task: asyncio.Task | None = None
+        super().__init__(interval)
+        self.store, self.ledger, self.clock = store, ledger, clock
 
     async def sweep_once(self) -> int:
         total = 0
@@ -189,25 +192,7 @@ class Sweeper:
             if n < 500:
                 return total
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                n = await self.sweep_once()
-                if n:
-                    log.debug("sweeper: %d expiry entries handled", n)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("sweeper failed; retrying")
-            await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
+    async def tick(self) -> None:
+        n = await self.sweep_once()
+        if n:
+            log.debug("sweeper: %d expiry entries handled", n)

@@ -9,11 +9,12 @@ keys of processes that died.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import time
+
+from .periodic import Periodic
 
 log = logging.getLogger("ocs.net")
 PREFIX = b"heartbeat:"
@@ -34,35 +35,23 @@ def beats(txn) -> list[dict]:
     return sorted(out, key=lambda b: b.get("at", 0), reverse=True)
 
 
-class Heartbeat:
+class Heartbeat(Periodic):
+    name = "heartbeat"
+
     def __init__(self, store, interval: float, listen: str, origin_host: str, clock=time.time):
-        self.store, self.interval, self.clock = store, interval, clock
+        super().__init__(interval)
+        self.store, self.clock = store, clock
         self.key = key(os.getpid())
         self.info = {"pid": os.getpid(), "listen": listen, "origin_host": origin_host}
-        self.task: asyncio.Task | None = None
 
-    async def _loop(self) -> None:
-        while True:
-            value = json.dumps({**self.info, "at": round(self.clock(), 3)}).encode()
-            try:
-                await self.store.run(lambda txn: txn.put("meta", self.key, value))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("heartbeat: the store refused the write")
-            await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._loop())
+    async def tick(self) -> None:
+        value = json.dumps({**self.info, "at": round(self.clock(), 3)}).encode()
+        await self.store.run(lambda txn: txn.put("meta", self.key, value))
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
-            try:
-                await self.store.run(lambda txn: txn.delete("meta", self.key))
-            except Exception:               # noqa: BLE001 - stopping anyway
-                pass
+        """Stop beating and remove this process's heartbeat: a clean stop is not a stuck node."""
+        await super().stop()
+        try:
+            await self.store.run(lambda txn: txn.delete("meta", self.key))
+        except Exception:                   # noqa: BLE001 - stopping anyway
+            log.warning("heartbeat: could not remove %s", self.key.decode())

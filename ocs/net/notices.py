@@ -46,6 +46,7 @@ from ..diameter.events import PeerIdentity
 from ..diameter.message import Message, request
 from ..diameter.peer import PeerState
 from .connection import DiameterConnection, NodeContext
+from .periodic import Periodic, cancel
 
 log = logging.getLogger("ocs.charging")
 CREDIT_CONTROL_APPLICATION = 4
@@ -76,12 +77,14 @@ def destination(notice: dict, peer: PeerIdentity) -> tuple[str, str]:
             str(notice.get("destination_realm") or peer.origin_realm))
 
 
-class NoticeSender:
+class NoticeSender(Periodic):
+    name = "notice poller"
+
     def __init__(self, store, node: NodeContext, interval: float, clock=time.time,
                  grace: int = UNCLAIMED_GRACE, batch: int = 256, answer_timeout: float = 10.0):
-        self.store, self.node, self.interval, self.clock = store, node, interval, clock
+        super().__init__(interval)
+        self.store, self.node, self.clock = store, node, clock
         self.grace, self.batch, self.answer_timeout = grace, batch, answer_timeout
-        self.task: asyncio.Task | None = None
         self._exchanges: set[asyncio.Task] = set()
 
     def _queued(self) -> bool:
@@ -162,25 +165,9 @@ class NoticeSender:
         log.log(level, "%s %s from %s%s for session %s (%s: %s)", ans_name, code, client, via,
                 notice["session"], notice["action"], notice.get("reason"), extra=extra)
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.poll_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("notice poller failed; retrying")
-            await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._loop())
+    async def tick(self) -> None:
+        await self.poll_once()
 
     async def stop(self) -> None:
-        tasks = list(self._exchanges) + ([self.task] if self.task is not None else [])
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        """Stop polling, and drop the RAR/ASR exchanges still waiting for answers."""
+        await cancel(list(self._exchanges) + ([self.task] if self.task is not None else []))
