@@ -62,35 +62,22 @@ def load(store, master: Master, master_id: str, progress=None, now: int | None =
         by = master.ordered
         accounts = master.stream(cur, f"SELECT {Master.ACCOUNT_COLUMNS} FROM accounts "
                                       f"ORDER BY {by('id')}")
-        idents = _grouped(master.stream(
+        idents = ByAccount(master.stream(
             cur, f"SELECT account_id, identity FROM identities ORDER BY {by('account_id')}"))
-        adjs = _grouped(master.stream(
+        adjs = ByAccount(master.stream(
             cur, f"SELECT account_id, {Master.ADJUSTMENT_COLUMNS}, created_at FROM adjustments "
                  f"ORDER BY {by('account_id')}, created_at, id"))
         # a cache loaded again: the master's delivered events count too (rebuild.py)
         delivered = cur.one("SELECT count(*) FROM rated_events")[0]
-        events = _grouped(master.stream(
+        events = ByAccount(master.stream(
             cur, f"SELECT account_id, body FROM rated_events ORDER BY {by('account_id')}")
             if delivered else iter(()))
-        next_ident, next_adj, next_ev = next(idents, None), next(adjs, None), next(events, None)
         batch: list = []
         for row in accounts:
             aid = row[0]
-            mine_i: list = []
-            while next_ident is not None and next_ident[0] <= aid:
-                if next_ident[0] == aid:
-                    mine_i = [r[1] for r in next_ident[1]]
-                next_ident = next(idents, None)
-            mine_a: list = []
-            while next_adj is not None and next_adj[0] <= aid:
-                if next_adj[0] == aid:
-                    mine_a = [tuple(r[1:]) for r in next_adj[1]]
-                next_adj = next(adjs, None)
-            mine_e: list = []
-            while next_ev is not None and next_ev[0] <= aid:
-                if next_ev[0] == aid:
-                    mine_e = [r[1] for r in next_ev[1]]
-                next_ev = next(events, None)
+            mine_i = [r[1] for r in idents.take(aid)]
+            mine_a = [tuple(r[1:]) for r in adjs.take(aid)]
+            mine_e = [r[1] for r in events.take(aid)]
             batch.append((ap.account_from_row(tuple(row), mine_i), mine_a, mine_e))
             counts["identities"] += len(mine_i)
             counts["adjustments"] += len(mine_a)
@@ -113,14 +100,19 @@ def _write(store, batch: list, master_id: str, now: int) -> None:
     store.write(lambda txn: ap.load_batch(txn, batch, master_id, now))
 
 
-def _grouped(rows):
-    """(key, [rows]) for runs of rows with the same first column."""
-    key, group = None, []
-    for r in rows:
-        if r[0] != key:
-            if group:
-                yield key, group
-            key, group = r[0], []
-        group.append(r)
-    if group:
-        yield key, group
+class ByAccount:
+    """Rows sorted by their first column (the account id), handed out a key at a time
+    as the accounts stream passes: a merge join that holds one account's rows."""
+
+    def __init__(self, rows):
+        self.rows = iter(rows)
+        self.head = next(self.rows, None)
+
+    def take(self, key: str) -> list:
+        """The rows of `key`, skipping those of smaller keys (accounts that are gone)."""
+        out = []
+        while self.head is not None and self.head[0] <= key:
+            if self.head[0] == key:
+                out.append(self.head)
+            self.head = next(self.rows, None)
+        return out
