@@ -23,6 +23,13 @@ def _listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def _metrics_listen(text: str) -> str:
+    if text in ("", "off"):
+        return ""
+    _listen(text)
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocs", description="Diameter Gy/Ro online charging node")
     sub = p.add_subparsers(dest="command", required=True)
@@ -37,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-format", choices=["text", "json"])
     s.add_argument("--store", help="LMDB folder of the balance cache (default var/ocs.lmdb)")
     s.add_argument("--durability", choices=["fsync", "os"], help="commit durability (default fsync)")
+    s.add_argument("--workers", type=int, help="worker processes sharing the port and the store "
+                                               "(default [node] workers: 0 = one per CPU core)")
+    s.add_argument("--metrics", type=_metrics_listen,
+                   help="HOST:PORT of the Prometheus /metrics endpoint, or off "
+                        "(default 127.0.0.1:9464)")
 
     from . import admin, health
     admin.add_parser(sub)
@@ -129,14 +141,25 @@ def _serve(args) -> int:
     config = override(config, "diameter", dictionaries=args.dictionaries)
     config = override(config, "log", level=args.log_level, format=args.log_format)
     config = override(config, "store", path=args.store, durability=args.durability)
+    config = override(config, "node", workers=args.workers)
+    config = override(config, "metrics", listen=args.metrics)
     setup_logging(config.log.level, config.log.format)
+    workers = config.node.workers or os.cpu_count() or 1
+    if workers > 1:
+        from .workers import run_workers
+        return run_workers(config, workers)
     try:
         asyncio.run(serve(config))       # refuses to start on a bad dictionary (DictionaryError)
     except OSError as e:
-        print(f"ocs: cannot listen on {config.listen.address}:{config.listen.port}: {e.strerror or e}",
-              file=sys.stderr)
+        print(f"ocs: {listen_error(config, e)}", file=sys.stderr)
         return 2
     return 0
+
+
+def listen_error(config, e: OSError) -> str:
+    if (e.strerror or "").startswith("cannot serve metrics"):
+        return e.strerror
+    return f"cannot listen on {config.listen.address}:{config.listen.port}: {e.strerror or e}"
 
 
 def _dict(args) -> int:

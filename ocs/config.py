@@ -29,6 +29,9 @@ class NodeConfig:
     """Product-Name advertised in CEA."""
     vendor_id: int = 0
     """Vendor-Id advertised in CEA (0: none)."""
+    workers: int = 0
+    """Worker processes of `ocs serve`, each with its own event loop, sharing the port
+    (SO_REUSEPORT) and the LMDB cache; 0: one per CPU core."""
 
 
 @attrs.frozen
@@ -119,6 +122,14 @@ class BrmConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    listen: str = "127.0.0.1:9464"
+    """HOST:PORT of the Prometheus /metrics endpoint ("" turns it off)."""
+    interval: float = 1.0
+    """Seconds between the snapshots each process publishes into the store for it."""
+
+
+@attrs.frozen
 class LogConfig:
     level: str = "info"
     """debug, info, warning or error."""
@@ -136,12 +147,13 @@ class Config:
     master: MasterConfig = MasterConfig()
     em: EmConfig = EmConfig()
     brm: BrmConfig = BrmConfig()
+    metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
 
 
 _SECTIONS = {"node": NodeConfig, "listen": ListenConfig, "diameter": DiameterConfig,
              "store": StoreConfig, "charging": ChargingConfig, "master": MasterConfig,
-             "em": EmConfig, "brm": BrmConfig, "log": LogConfig}
+             "em": EmConfig, "brm": BrmConfig, "metrics": MetricsConfig, "log": LogConfig}
 
 
 class ConfigError(Exception):
@@ -167,6 +179,19 @@ def _is_ips(v) -> bool:
     return True
 
 
+def _is_listen(v) -> bool:
+    if not isinstance(v, str):
+        return False
+    host, sep, port = v.rpartition(":")
+    return bool(sep) and port.isdigit() and int(port) <= 65535
+
+
+def split_listen(v: str) -> tuple[str, int]:
+    """("HOST", PORT) of a "HOST:PORT" setting ("[::1]:9464" gives "::1")."""
+    host, _, port = v.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 def _number(lo: float, hi: float | None = None, integer: bool = False):
     def check(v) -> bool:
         if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
@@ -183,6 +208,7 @@ _RULES = {
     ("node", "host_ip_addresses"): (_is_ips, "a non-empty list of IP address strings"),
     ("node", "product_name"): (_is_str, "a string"),
     ("node", "vendor_id"): (_number(0, 2**32 - 1, True), "an integer 0..4294967295"),
+    ("node", "workers"): (_number(0, 1024, True), "an integer 0..1024 (0: one per core)"),
     ("listen", "address"): (_is_str, "an address string"),
     ("listen", "port"): (_number(0, 65535, True), "a port number 0..65535"),
     ("diameter", "tw"): (_number(6), "seconds, at least 6 (RFC 3539)"),
@@ -212,6 +238,8 @@ _RULES = {
     ("brm", "snapshot_interval"): (_number(0), "seconds, 0 (never) or more"),
     ("brm", "auto_bill"): (lambda v: isinstance(v, bool), "true or false"),
     ("brm", "invoice_dir"): (lambda v: _is_str(v) and v != "", "a folder path string"),
+    ("metrics", "listen"): (lambda v: v == "" or _is_listen(v), "\"HOST:PORT\" or \"\" (off)"),
+    ("metrics", "interval"): (_number(0.05, 3600), "seconds, 0.05..3600"),
     ("log", "level"): (lambda v: v in ("debug", "info", "warning", "error"), "debug, info, warning or error"),
     ("log", "format"): (lambda v: v in ("text", "json"), "text or json"),
 }

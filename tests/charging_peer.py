@@ -181,10 +181,13 @@ def cli_json(store: str, *args: str):
 
 # --------------------------------------------------------------- the node
 class OcsProcess:
-    """`ocs serve` on 127.0.0.1 with a store in `tmp_path`, provisioned by the CLI."""
+    """`ocs serve` on 127.0.0.1 with a store in `tmp_path`, provisioned by the CLI:
+    one worker process unless `workers` says otherwise; /metrics on `metrics`
+    (HOST:PORT, default off)."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, workers: int = 1, metrics: str = "off"):
         self.dir = tmp_path
+        self.workers, self.metrics = workers, metrics
         self.store = str(tmp_path / "store")
         self.config = tmp_path / "ocs.toml"
         self.config.write_text(CONFIG_FILE)
@@ -202,7 +205,8 @@ class OcsProcess:
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ocs", "serve", "--listen", f"{LOOPBACK}:{self.port}",
-                 "--store", self.store, "--config", str(self.config)],
+                 "--store", self.store, "--config", str(self.config),
+                 "--workers", str(self.workers), "--metrics", self.metrics],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
             log.close()
             if self._wait_listening():

@@ -50,3 +50,16 @@ def test_check_follows_the_node(tmp_path):
         assert "the node is down or stuck" in r.stderr, r
     finally:
         node.stop()
+
+
+def test_check_counts_every_worker(tmp_path):
+    node = OcsProcess(tmp_path, workers=2).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (r := check(node.store)).stdout.startswith("ok: 2 serving process(es)"):
+            assert time.monotonic() < deadline, (r.stdout, r.stderr)
+            time.sleep(0.1)
+    finally:
+        assert node.stop() == 0
+    r = check(node.store)                           # every worker removed its heartbeat
+    assert r.returncode == 1 and "no node is serving it" in r.stderr, r

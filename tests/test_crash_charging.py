@@ -78,7 +78,8 @@ def test_sigkill_mid_load_loses_nothing(tmp_path, durability):
     assert r.returncode == 0, r.stderr
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "ocs", "serve", "--listen", f"127.0.0.1:{port}",
-                             "--store", store_path, "--durability", durability, "--log-level", "warning"],
+                             "--store", store_path, "--durability", durability, "--log-level", "warning",
+                             "--workers", "1", "--metrics", "off"],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     acked: list = []
     try:

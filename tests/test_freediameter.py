@@ -73,7 +73,7 @@ def test_freediameter_peer(tmp_path):
     node = subprocess.Popen(
         [sys.executable, "-m", "ocs", "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}",
          "--origin-host", "ocs.example.net", "--origin-realm", "example.net",
-         "--store", str(tmp_path / "store")],
+         "--store", str(tmp_path / "store"), "--metrics", "127.0.0.1:0"],
         cwd=REPO, stdout=node_log, stderr=subprocess.STDOUT)
     fd_log = open(tmp_path / "fd.log", "w+")
     fd = None

@@ -485,6 +485,22 @@ def test_end_to_end_ids_unique_across_connections_of_a_node(dictionary):
     assert all(e >> 20 == 1_795_000_000 & 0xFFF for e in seen)     # high 12 bits: wall-clock seconds
 
 
+def test_end_to_end_ids_of_workers_never_meet():
+    """`ocs serve --workers 3`: each worker's ids carry its index in the counter's top
+    bits, so a whole counter cycle of one never gives an id another gives (same second)."""
+    import pytest
+    from ocs.diameter.duplicates import EndToEndIds
+    seen = []
+    for w in range(3):
+        ids = EndToEndIds(1_795_000_000, random.Random(w), 0.0, worker=(w, 3))
+        mine = {ids.next(0.5) for _ in range(1 << 18)}      # a full cycle: 2^20 / 4 ids
+        assert len(mine) == 1 << 18
+        assert all(e >> 20 == 1_795_000_000 & 0xFFF and (e >> 18) & 3 == w for e in mine)
+        seen.append(mine)
+    assert not (seen[0] & seen[1]) and not (seen[1] & seen[2]) and not (seen[0] & seen[2])
+    with pytest.raises(ValueError):
+        EndToEndIds(0, random.Random(1), worker=(3, 3))
+
 def test_forgotten_request_answer_is_discarded(dictionary):
     cli = PeerConnection(CLIENT, dictionary, initiator=True, now=0.0, rng=random.Random(2))
     srv = server(dictionary)

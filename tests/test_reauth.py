@@ -27,7 +27,7 @@ from ocs.charging import provision as prov
 from ocs.charging.ledger import account_session_key
 from ocs.charging.notices import queue_notices
 from ocs.charging.records import decode_balance
-from ocs.config import ChargingConfig, Config, ListenConfig, NodeConfig, StoreConfig
+from ocs.config import ChargingConfig, Config, ListenConfig, MetricsConfig, NodeConfig, StoreConfig
 from ocs.diameter.capabilities import LocalPeer
 from ocs.service import open_store, serve
 from test_notices import index, queued
@@ -57,7 +57,8 @@ class NodeThread:
                              listen=ListenConfig("127.0.0.1", 0),
                              store=StoreConfig(path=str(tmp_path / "store")),
                              charging=ChargingConfig(sweep_interval=0.05, notice_interval=0.05,
-                                                      **charging))
+                                                      **charging),
+                             metrics=MetricsConfig("127.0.0.1:0", 0.05))
         self.store = open_store(self.config)
         if load:
             self.store.write(lambda t: prov.load_data(t, tomllib.loads(DATA_FILE), int(self.clock())))
@@ -73,6 +74,7 @@ class NodeThread:
 
         def started(server) -> None:
             self.port = server.port
+            self.metrics_port = server.metrics_port
             self._listening.set()
         await serve(self.config, None, self._stop, self.store, self.clock, started)
 

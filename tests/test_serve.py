@@ -96,7 +96,8 @@ def test_serve_subprocess_sigterm_sends_dpr(tmp_path):
     cfg.write_text('[node]\norigin_host = "ocs.test"\norigin_realm = "example.net"\n'
                    '[listen]\naddress = "127.0.0.1"\nport = 1\n')
     proc = subprocess.Popen([sys.executable, "-m", "ocs", "serve", "--config", str(cfg),
-                             "--listen", f"127.0.0.1:{port}", "--store", str(tmp_path / "store")], cwd=REPO,
+                             "--listen", f"127.0.0.1:{port}", "--store", str(tmp_path / "store"),
+                             "--metrics", "127.0.0.1:0"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         async def scenario():
@@ -149,7 +150,8 @@ def test_many_peers_and_graceful_stop():
 def test_json_logs_name_peer_and_connection(tmp_path):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "ocs", "serve", "--listen", f"127.0.0.1:{port}",
-                             "--log-format", "json", "--store", str(tmp_path / "store")], cwd=REPO,
+                             "--log-format", "json", "--store", str(tmp_path / "store"),
+                             "--metrics", "127.0.0.1:0"], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         async def scenario():

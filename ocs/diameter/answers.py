@@ -82,3 +82,34 @@ def error_answer(local: "LocalPeer", request: Message, result_code: int,
     if fa is not None:
         ans.avps.append(fa)
     return ans
+
+
+def result_code_of(data: bytes) -> int | None:
+    """The Result-Code (268), or else the Experimental-Result-Code (298) inside an
+    Experimental-Result, of an encoded answer; None when it has neither. A scan of
+    the top-level AVP headers: for counting answers already encoded."""
+    i, end = 20, min(len(data), int.from_bytes(data[1:4], "big"))
+    experimental = None
+    while i + 8 <= end:
+        code = int.from_bytes(data[i:i + 4], "big")
+        flags = data[i + 4]
+        length = int.from_bytes(data[i + 5:i + 8], "big")
+        head = 12 if flags & FLAG_V else 8
+        if length < head or i + length > end:
+            return experimental
+        if code == 268 and length == head + 4 and not flags & FLAG_V:
+            return int.from_bytes(data[i + head:i + head + 4], "big")
+        if code == 297 and not flags & FLAG_V:
+            inner = data[i + head:i + length]
+            j = 0
+            while j + 8 <= len(inner):
+                c = int.from_bytes(inner[j:j + 4], "big")
+                f, n = inner[j + 4], int.from_bytes(inner[j + 5:j + 8], "big")
+                h = 12 if f & FLAG_V else 8
+                if n < h or j + n > len(inner):
+                    break
+                if c == 298 and n == h + 4:
+                    experimental = int.from_bytes(inner[j + h:j + h + 4], "big")
+                j += (n + 3) & ~3
+        i += (length + 3) & ~3
+    return experimental

@@ -67,18 +67,29 @@ class EndToEndIds:
     the low 20 bits a counter (random start), shared by all of the node's
     connections. `wall_clock_at_start` is the Unix time when `now` was
     `monotonic_at_start`; the shell supplies both (this module reads no clock).
+
+    A node served by several worker processes (`worker` = (index, count)) splits
+    the counter: its top bits are the worker's index, so two workers never hand
+    out the same id in the same second; each keeps 2^20 / count ids per second.
     """
 
-    __slots__ = ("_base", "_mono", "_counter")
+    __slots__ = ("_base", "_mono", "_counter", "_mask", "_prefix")
 
-    def __init__(self, wall_clock_at_start: float, rng, monotonic_at_start: float | None = None):
+    def __init__(self, wall_clock_at_start: float, rng, monotonic_at_start: float | None = None,
+                 worker: tuple[int, int] = (0, 1)):
+        index, count = worker
+        if not 0 <= index < count <= 1 << 12:
+            raise ValueError(f"worker {index} of {count}: expected 0 <= index < count <= 4096")
+        bits = (count - 1).bit_length()
         self._base = wall_clock_at_start
         self._mono = monotonic_at_start
-        self._counter = rng.getrandbits(20)
+        self._mask = (1 << (20 - bits)) - 1
+        self._prefix = index << (20 - bits)
+        self._counter = rng.getrandbits(20) & self._mask
 
     def next(self, now: float) -> int:
         if self._mono is None:
             self._mono = now
         seconds = int(self._base + (now - self._mono))
-        self._counter = (self._counter + 1) & 0xFFFFF
-        return ((seconds & 0xFFF) << 20) | self._counter
+        self._counter = (self._counter + 1) & self._mask
+        return ((seconds & 0xFFF) << 20) | self._prefix | self._counter

@@ -41,7 +41,8 @@ from collections import deque
 from typing import Callable
 
 from . import watchdog as wd
-from .answers import error_answer
+from .answers import error_answer, result_code_of
+from .labels import request_labels
 from .avp import AvpStructureError
 from .capabilities import (LocalPeer, build_cea, build_cer, is_cer, peer_identity,
                            vendor_specific_application_error)
@@ -81,8 +82,12 @@ class PeerConnection:
                  max_message_length: int = DEFAULT_MAX_LENGTH,
                  rng: random.Random | None = None, reopened: bool = False,
                  end_to_end_ids: EndToEndIds | None = None,
-                 admit: Callable[[PeerIdentity], bool] | None = None):
+                 admit: Callable[[PeerIdentity], bool] | None = None,
+                 metrics=None):
         self.local = local
+        # counts requests received and the answers this object makes itself (base
+        # protocol, protocol errors) into an ocs.metrics.tally.Tally; None: no counting
+        self.metrics = metrics
         self.dictionary = dictionary
         self.initiator = initiator
         self.supports = supports
@@ -236,11 +241,14 @@ class PeerConnection:
             _, _, flags, code, app, hbh, e2e = parse_header(e.header)
             req = Message(self.dictionary, code, flags, app, hbh, e2e)
             self._out.append(error_answer(self.local, req, e.result_code, e.reason).encode())
+            self._count_answer(req, e.result_code)
         self._events.append(ErrorAnswered(0, e.result_code, e.reason))
         self._close(f"framing error: {e.reason}")
 
     def _on_frame(self, frame: bytes) -> None:
         msg, errors = decode_message(frame, self.dictionary)
+        if self.metrics is not None and msg.is_request:
+            self.metrics.inc("ocs_diameter_requests_total", request_labels(msg))
         state = self.state
         if state is PeerState.WAIT_CER:
             if not is_cer(msg):
@@ -292,10 +300,12 @@ class PeerConnection:
             self._close(f"R-Reject: {peer.origin_host} already has an open connection")
             return
         self._out.append(build_cea(self.local, cer, 2001).encode())
+        self._count_answer(cer, 2001)
         self._opened(peer, PeerState.R_OPEN)
 
     def _refuse(self, cea: Message, code: int, reason: str) -> None:
         self._out.append(cea.encode())
+        self._count_answer(cea, code)
         self._events.append(ErrorAnswered(CER, code, reason))
         self._close(f"CER refused: {reason}")
 
@@ -363,6 +373,7 @@ class PeerConnection:
             reason = "capabilities were already exchanged on this connection"
             self._events.append(ErrorAnswered(CER, 5012, reason))
             self._out.append(build_cea(self.local, msg, 5012, error_message=reason).encode())
+            self._count_answer(msg, 5012)
             return
         app = msg.application_id
         # application 0 (common messages) is supported by every node (RFC 6733 §2.4)
@@ -383,6 +394,8 @@ class PeerConnection:
         if cached is not None:
             if cached:                    # an answer; IN_FLIGHT (b"") means still working
                 self._out.append(cached[:12] + msg.hop_by_hop.to_bytes(4, "big") + cached[16:])
+                if self.metrics is not None:
+                    self._count_answer(msg, result_code_of(cached) or 0)
             return
         dest_host = msg.get("Destination-Host")
         if dest_host is not None and str(dest_host).lower() != self.local.origin_host.lower():
@@ -407,10 +420,16 @@ class PeerConnection:
             ans = msg.answer(2001).add("Origin-Host", self.local.origin_host)
             ans.add("Origin-Realm", self.local.origin_realm)
             self._out.append(ans.encode())
+            self._count_answer(msg, 2001)
         else:
             self._reply_error(msg, err.result_code, err.message, err.failed_avp)
 
     def _reply_error(self, msg: Message, code: int, reason: str, failed: bytes | None = None) -> None:
         self._events.append(ErrorAnswered(msg.code, code, reason))
         self._out.append(error_answer(self.local, msg, code, reason, failed).encode())
+        self._count_answer(msg, code)
+
+    def _count_answer(self, msg: Message, result_code: int) -> None:
+        if self.metrics is not None:
+            self.metrics.inc("ocs_diameter_answers_total", request_labels(msg) + (str(result_code),))
 

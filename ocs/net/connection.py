@@ -21,6 +21,7 @@ from ..diameter.dictionary import Dictionary
 from ..diameter.duplicates import DuplicateCache, EndToEndIds
 from ..diameter.events import (AnswerReceived, ConnectionClosed, DisconnectRequested, ErrorAnswered,
                                PeerOpened, RequestFailed, RequestReceived, WatchdogChanged)
+from ..diameter.labels import command_name
 from ..diameter.message import Message
 from ..diameter.peer import PeerConnection, PeerState
 from .application import HandlerRegistry, RequestContext
@@ -46,8 +47,13 @@ class NodeContext:
     rng: random.Random = attrs.Factory(random.Random)
     # one End-to-End id sequence for all connections of the node (RFC 6733 §3)
     peers: PeerTable = attrs.Factory(PeerTable)
+    # this process's share of the node's End-to-End id space (worker index, workers)
+    worker: tuple = (0, 1)
     end_to_end_ids: EndToEndIds = attrs.Factory(
-        lambda self: EndToEndIds(time.time(), self.rng, time.monotonic()), takes_self=True)
+        lambda self: EndToEndIds(time.time(), self.rng, time.monotonic(), worker=self.worker),
+        takes_self=True)
+    # the process's metrics (ocs.metrics.tally.Tally), or None
+    metrics: object = None
 
 
 class DiameterConnection(asyncio.Protocol):
@@ -79,7 +85,8 @@ class DiameterConnection(asyncio.Protocol):
             supports=n.registry.supports, allowed_peers=n.allowed_peers, duplicates=n.duplicates,
             tw=n.tw, cer_timeout=n.cer_timeout, dpa_timeout=n.dpa_timeout,
             max_message_length=n.max_message_length, rng=n.rng, reopened=self.reopened,
-            end_to_end_ids=n.end_to_end_ids, admit=lambda peer: n.peers.admit(self, peer))
+            end_to_end_ids=n.end_to_end_ids, admit=lambda peer: n.peers.admit(self, peer),
+            metrics=n.metrics)
         log.debug("connection %d from %s", self.id, self.remote)
         self._pump()
 
@@ -237,6 +244,9 @@ class DiameterConnection(asyncio.Protocol):
             log.exception("handler for command %d failed", msg.code,
                           extra=dict(self._log_extra(), session_id=msg.get("Session-Id")))
             answer = error_answer(self.node.local, msg, 5012, "internal error")
+        if self.node.metrics is not None:
+            self.node.metrics.inc("ocs_diameter_answers_total",
+                                  (command_name(msg.code), "", str(answer.get("Result-Code", ""))))
         self.peer.send_answer(answer)
         self._pump()
 

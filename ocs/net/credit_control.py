@@ -25,9 +25,11 @@ from ..charging.ledger import Ledger
 from ..charging.cca import AnswerEncoder
 from ..charging.mapping import RequestRefused, credit_request
 from ..charging.requests import Decision
-from ..diameter.answers import error_answer
+from ..charging.units import UnitType
+from ..diameter.answers import error_answer, result_code_of
 from ..diameter.dictionary import Dictionary
 from ..diameter.errors import ResultCode
+from ..diameter.labels import request_labels
 from ..diameter.message import Message
 from .application import RequestContext
 from .periodic import Periodic
@@ -46,9 +48,10 @@ class AsyncStore:
     and put costs nothing; with durability fsync the commit's fsync holds the
     loop for its ~2 ms while the next batch queues in the socket buffers."""
 
-    def __init__(self, store, loop: asyncio.AbstractEventLoop):
+    def __init__(self, store, loop: asyncio.AbstractEventLoop, metrics=None):
         self.store = store
         self.loop = loop
+        self.metrics = metrics              # ocs.metrics.tally.Tally or None
         self.max_batch = store.max_batch
         self._pending: list = []
         self._scheduled = False
@@ -81,10 +84,15 @@ class AsyncStore:
             self.loop.call_soon(self._flush)
         else:
             self._pending = []
+        started = time.perf_counter()
         try:
             done = self.store.run_here(batch)
         except Exception as exc:            # closed store, or a bug: no waiter is stranded
             done = [(callback, None, exc) for _, callback in batch]
+        if self.metrics is not None:
+            self.metrics.observe("ocs_store_commit_duration_seconds", (),
+                                 time.perf_counter() - started)
+            self.metrics.observe("ocs_store_commit_batch_size", (), len(batch))
         for callback, result, exc in done:
             try:
                 callback(result, exc)
@@ -114,8 +122,9 @@ class CreditControlHandler:
     queue (and latency) without bound."""
 
     def __init__(self, store: AsyncStore, ledger: Ledger, dictionary: Dictionary, origin_host: str,
-                 origin_realm: str, clock=time.time, max_pending: int = 10000):
+                 origin_realm: str, clock=time.time, max_pending: int = 10000, metrics=None):
         self.store, self.ledger, self.clock = store, ledger, clock
+        self.metrics = metrics              # ocs.metrics.tally.Tally or None
         self.encoder = AnswerEncoder(dictionary, origin_host, origin_realm)
         self.local = SimpleNamespace(origin_host=origin_host, origin_realm=origin_realm)
         self.max_pending = max_pending
@@ -136,6 +145,7 @@ class CreditControlHandler:
             d = Decision.error(e.result_code, str(e), e.failed_avp)
             log.info("CCR refused with %d: %s", e.result_code, e,
                      extra={"session_id": msg.get("Session-Id"), "peer": ctx.peer.origin_host})
+            self._count(msg, ctx, e.result_code)
             respond(EncodedAnswer(self.render(msg, d), msg.hop_by_hop, msg.end_to_end))
             return
         if self.pending >= self.max_pending:
@@ -144,6 +154,7 @@ class CreditControlHandler:
                 log.warning("overload: %d CCRs waiting for the store; answering 3004 "
                             "(%d so far)", self.pending, self.too_busy,
                             extra={"peer": ctx.peer.origin_host})
+            self._count(msg, ctx, ResultCode.DIAMETER_TOO_BUSY)
             respond(error_answer(self.local, msg, ResultCode.DIAMETER_TOO_BUSY,
                                  f"{self.pending} requests waiting"))
             return
@@ -157,9 +168,15 @@ class CreditControlHandler:
                 log.error("CCR failed in the store: %r", exc,
                           extra={"session_id": req.session_id, "peer": ctx.peer.origin_host},
                           exc_info=exc)
+                self._count(msg, ctx, 5012)
                 respond(None)
                 return
             data, decision = result
+            if self.metrics is not None:
+                self._count(msg, ctx, decision.result_code if decision is not None
+                            else result_code_of(data) or 0)
+                if decision is not None:
+                    self._units(req, decision)
             if decision is None:
                 log.info("duplicate CCR (Session-Id, CC-Request-Number %d): original answer "
                          "re-sent", req.number,
@@ -172,6 +189,28 @@ class CreditControlHandler:
         self.store.submit(lambda txn: ledger.credit_control(txn, req, now, lambda d: render(msg, d)),
                           committed)
 
+
+    def _count(self, msg: Message, ctx: RequestContext, result_code: int) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        labels = request_labels(msg)
+        m.inc("ocs_diameter_answers_total", labels + (str(int(result_code)),))
+        m.observe("ocs_diameter_request_duration_seconds", labels,
+                  self.store.loop.time() - ctx.received_at)
+
+    def _units(self, req, decision: Decision) -> None:
+        m, service = self.metrics, req.context
+        for s in decision.services:
+            if s.granted:
+                for unit, n in s.granted.items():
+                    m.inc("ocs_granted_units_total", (service, UNIT_LABELS[unit]), n)
+        for s in req.services:
+            for unit, n in s.used.items():
+                m.inc("ocs_used_units_total", (service, UNIT_LABELS[unit]), n)
+
+
+UNIT_LABELS = {u: u.name.lower() for u in UnitType}
 
 
 class Sweeper(Periodic):

@@ -1,7 +1,8 @@
 """The node's heartbeat in the shared LMDB environment, for `ocs check` (HEALTHCHECK).
 
 Every `interval` seconds each serving process writes `heartbeat:<pid>` in `meta`:
-{"pid", "at" (wall-clock seconds), "listen", "origin_host"}. The write goes through
+{"pid", "at" (wall-clock seconds), "listen", "origin_host", "peers" (the Origin-Hosts
+of the peers connected to this process)}. The write goes through
 the same group commit as the CCRs, so a fresh heartbeat also says the store takes
 writes. On a clean stop the process removes its own key; `ocs check` ignores stale
 keys of processes that died.
@@ -38,14 +39,16 @@ def beats(txn) -> list[dict]:
 class Heartbeat(Periodic):
     name = "heartbeat"
 
-    def __init__(self, store, interval: float, listen: str, origin_host: str, clock=time.time):
+    def __init__(self, store, interval: float, listen: str, origin_host: str, clock=time.time,
+                 peers=lambda: ()):
         super().__init__(interval)
-        self.store, self.clock = store, clock
+        self.store, self.clock, self.peers = store, clock, peers
         self.key = key(os.getpid())
         self.info = {"pid": os.getpid(), "listen": listen, "origin_host": origin_host}
 
     async def tick(self) -> None:
-        value = json.dumps({**self.info, "at": round(self.clock(), 3)}).encode()
+        value = json.dumps({**self.info, "at": round(self.clock(), 3),
+                            "peers": sorted(self.peers())}).encode()
         await self.store.run(lambda txn: txn.put("meta", self.key, value))
 
     async def stop(self) -> None:
