@@ -1,6 +1,6 @@
 # ocs: Diameter Gy/Ro online charging node.
 #   docker build -t ocs .
-#   docker run --rm -p 3868:3868 -v ocs-data:/var/lib/ocs ocs
+#   docker run --rm -p 3868:3868 -p 9464:9464 -v ocs-data:/var/lib/ocs ocs
 #   docker run --rm -v ocs-data:/var/lib/ocs ocs accounts --store /var/lib/ocs/ocs.lmdb load FILE
 FROM python:3.11-slim
 
@@ -15,9 +15,11 @@ RUN pip install --no-cache-dir . && ocs dict check
 USER ocs
 # the LMDB cache (balances, sessions, rated-event outbox) lives on this volume
 VOLUME ["/var/lib/ocs"]
-EXPOSE 3868/tcp
+# Diameter (one worker process per CPU core shares it), Prometheus /metrics
+EXPOSE 3868/tcp 9464/tcp
 # healthy while a serving process has written its heartbeat into the store in the last 5 s
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
     CMD ["ocs", "check", "--store", "/var/lib/ocs/ocs.lmdb"]
 ENTRYPOINT ["ocs"]
-CMD ["serve", "--config", "/etc/ocs/ocs.toml", "--store", "/var/lib/ocs/ocs.lmdb"]
+CMD ["serve", "--config", "/etc/ocs/ocs.toml", "--store", "/var/lib/ocs/ocs.lmdb", \
+     "--metrics", "0.0.0.0:9464"]

@@ -223,6 +223,9 @@ def run(config: Config, once: bool = False) -> int:
         em.master = connect(config.master.url)     # its own connection for its own thread
         deliverer = brm.Gateway(store, connect(config.master.url), config.brm.batch,
                                 config.brm.poll_interval)
+        from .metrics.publish import SnapshotWriter
+        em.metrics = SnapshotWriter(store, "em-gateway", config.metrics.interval)
+        deliverer.metrics = SnapshotWriter(store, "brm-gateway", config.metrics.interval)
         threads = [GatewayThread("EM gateway", em, em.follow),
                    GatewayThread("BRM gateway", deliverer, deliverer.serve)]
         asyncio.run(_main(config, once, store, master, threads))
@@ -243,7 +246,10 @@ async def _main(config: Config, once: bool, store, master, threads: list) -> Non
     from .gateways import brm
     from .service import node_context, serve
     ready, stop = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve(config, ready, stop, store))
+    config = free_metrics_port(config)
+    metrics = []
+    task = asyncio.create_task(serve(config, ready, stop, store,
+                                     started=lambda server: metrics.append(server.metrics_port)))
     await asyncio.wait([asyncio.create_task(ready.wait()), task], return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         task.result()
@@ -258,5 +264,25 @@ async def _main(config: Config, once: bool, store, master, threads: list) -> Non
             t.start()
         print("serving, with the EM and BRM gateways following; Ctrl-C stops. Try, in another "
               "terminal:\n  .venv/bin/ocs master top-up bob 500      # reaches the cache (and "
-              "bob's open sessions, as RAR) within a second\n  .venv/bin/ocs accounts show bob")
+              "bob's open sessions, as RAR) within a second\n  .venv/bin/ocs accounts show bob"
+              + (f"\n  curl -s http://127.0.0.1:{metrics[0]}/metrics | grep ^ocs_      "
+                 "# Prometheus metrics" if metrics and metrics[0] else ""))
     await task
+
+
+def free_metrics_port(config: Config) -> Config:
+    """The demo's /metrics on [metrics] listen, or on a free port when that one is taken
+    (a demo should not fail for want of its metrics port)."""
+    import socket
+    from .config import override, split_listen
+    if not config.metrics.listen:
+        return config
+    host, port = split_listen(config.metrics.listen)
+    try:
+        with socket.socket() as s:
+            s.bind((host, port))
+    except OSError:
+        print(f"ocs demo: {config.metrics.listen} is taken; serving /metrics on a free port",
+              file=sys.stderr)
+        return override(config, "metrics", listen=f"{host}:0")
+    return config

@@ -154,3 +154,59 @@ def test_sum_over_workers_keeps_counts_of_a_dead_one(tmp_path):
     assert m["ocs_workers"] == {(): 1}
     assert m["ocs_em_gateway_changes_applied_total"] == {(): 12}
     assert m["ocs_em_gateway_lag_seconds"] == {(): 0.5}
+
+
+def test_em_gateway_publishes_changes_applied_and_lag(tmp_path):
+    from ocs.gateways.em import Gateway
+    from ocs.gateways.master import connect
+    from ocs.metrics.publish import SnapshotWriter
+    from test_em_gateway import populate
+    import threading
+    master = connect(f"sqlite:{tmp_path / 'master.db'}")
+    master.migrate()
+    populate(master, 3)
+    store = LmdbStore(str(tmp_path / "cache"), map_size=1 << 28, durability="os")
+    gw = Gateway(store, master, poll_interval=0.02)
+    gw.metrics = SnapshotWriter(store, "em-gateway", 0.05)
+    try:
+        gw.start()
+        follower = threading.Thread(target=gw.follow, daemon=True)
+        follower.start()
+        for i in range(5):
+            master.add_adjustment(f"more-{i}", "acct-001", 10)
+
+        def metrics():
+            with store.read() as t:
+                return read_metrics(t, time.time())
+        wait_for(lambda: metrics()["ocs_em_gateway_changes_applied_total"].get(()) == 5)
+        m = metrics()
+        assert m["ocs_em_gateway_lag_seconds"][()] >= 0
+        assert m["ocs_em_gateway_cursor"][()] == gw.cursor
+        gw.stop.set()
+        follower.join(10)
+        m = metrics()                       # stopped: its count stays, its gauges go
+        assert m["ocs_em_gateway_changes_applied_total"] == {(): 5}
+        assert m["ocs_em_gateway_cursor"] == {}
+    finally:
+        gw.stop.set()
+        store.close()
+        master.close()
+
+
+def test_grafana_dashboard_plots_every_metric_and_no_other():
+    import pathlib
+    import re
+    from ocs.metrics.families import FAMILIES, HISTOGRAM
+    path = pathlib.Path(__file__).resolve().parent.parent / "tools" / "grafana" / "ocs.json"
+    dash = json.loads(path.read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", ())]
+    used = set(re.findall(r"\bocs_[a-z_]+", " ".join(exprs)))
+    known = set()
+    for name, spec in FAMILIES.items():
+        known.add(name)
+        if spec[0] == HISTOGRAM:
+            known |= {name + "_bucket", name + "_sum", name + "_count"}
+    assert used - known == set()                      # no typo, no metric we do not export
+    plotted = {n for n in FAMILIES if any(u == n or u.startswith(n + "_") for u in used)}
+    assert set(FAMILIES) - plotted == set()           # every metric has a panel
+    assert all(p["datasource"]["uid"] == "${datasource}" for p in dash["panels"] if "datasource" in p)

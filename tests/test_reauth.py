@@ -171,6 +171,13 @@ def test_suspended_account_rar_then_ccr_u_4010(node, caplog):
         wait_for(lambda: logged(caplog, f"RAA 2001 from {PGW_A} for session {sid}"))
     assert node.main_bucket("carol") == (998, 0)
     assert queued(node.store) == [] and index(node.store, "carol") == []
+    from test_metrics import scrape, value
+    wait_for(lambda: value(scrape(node.metrics_port), "ocs_notice_answers_total",
+                           command="RAR", result_code="2001") == 1)
+    s = scrape(node.metrics_port)
+    assert value(s, "ocs_notices_sent_total", command="RAR") == 1
+    assert value(s, "ocs_diameter_answers_total", command="CCR", request_type="update",
+                 result_code="4010") == 1
 
 
 def test_top_up_rar_then_ccr_u_is_granted(node, caplog):

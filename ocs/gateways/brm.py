@@ -36,6 +36,7 @@ import threading
 import time
 
 from ..charging.records import RecordError, decode_event
+from ..metrics.publish import SnapshotWriter
 from ..store.base import StoreError
 from ..store.lmdb import LmdbStore
 from . import billing
@@ -167,10 +168,13 @@ class Gateway:
         self.delivered = self.duplicates = 0
         self.billing: tuple | None = None      # (cycle being billed, the due ones after it)
         self.bill_failures, self.bill_error = 0, None
+        self.metrics: SnapshotWriter | None = None   # published while serving
 
     def step(self) -> int:
         d, p = deliver(self.store, self.master, self.batch)
         self.delivered, self.duplicates = self.delivered + d, self.duplicates + p
+        if self.metrics is not None and d:
+            self.metrics.tally.inc("ocs_brm_gateway_events_delivered_total", (), d)
         return d + p
 
     def next_snapshot(self) -> float | None:
@@ -222,6 +226,8 @@ class Gateway:
         snapshot_at, bill_at = self.next_snapshot(), 0.0
         log.info("delivering %s -> %s, batches of %d", self.store.path, self.master.url, self.batch)
         while not self.stop.is_set():
+            if self.metrics is not None:
+                self.metrics.maybe()
             try:
                 n = self.step()
                 now = self.clock()
@@ -236,6 +242,8 @@ class Gateway:
                 bill_at = now + self.bill_check(int(now))
             if n == 0:
                 self.stop.wait(self.poll)
+        if self.metrics is not None:
+            self.metrics.final()
         log.info("stopped: %d delivered, %d already present", self.delivered, self.duplicates)
 
     def _reconnect(self) -> None:
@@ -271,6 +279,7 @@ def run(args, config) -> int:
             raise StoreError(f"cannot open the store at {config.store.path}: {e}") from None
         gw = Gateway(store, master, b.batch, b.poll_interval, b.snapshot_interval, b.auto_bill,
                      b.invoice_dir)
+        gw.metrics = SnapshotWriter(store, "brm-gateway", config.metrics.interval)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: gw.stop.set())
         if args.once or args.snapshot:

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 
+from ..metrics.publish import SnapshotWriter
 from ..store.base import StoreError
 from ..store.lmdb import LmdbStore
 from . import em_apply as ap
@@ -62,6 +63,7 @@ def run(args, config) -> int:
             differences = check(store, master, sys.stdout)
             return 1 if differences else 0
         gateway = Gateway(store, master, config.em.batch, config.em.poll_interval)
+        gateway.metrics = SnapshotWriter(store, "em-gateway", config.metrics.interval)
         gateway.start(progress=sys.stderr)
         if not args.once:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -88,6 +90,7 @@ class Gateway:
         self.applied = 0
         self.latencies: list[float] = []     # seconds from master commit to cache commit
         self._listener = None
+        self.metrics: SnapshotWriter | None = None   # published while following
 
     # -- bulk load -------------------------------------------------------------
     def start(self, progress=None) -> None:
@@ -146,6 +149,11 @@ class Gateway:
         del self.latencies[:-100000]
         self.cursor = last
         self.applied += len(changes)
+        if self.metrics is not None:
+            self.metrics.tally.inc("ocs_em_gateway_changes_applied_total", (), len(changes))
+            self.metrics.gauges = {("ocs_em_gateway_cursor", ()): last,
+                                   ("ocs_em_gateway_lag_seconds", ()):
+                                       max(0.0, done / 1e6 - changes[-1][3] / 1e6)}
         log.debug("applied changes %d..%d", changes[0][0], last)
         return len(changes)
 
@@ -161,6 +169,7 @@ class Gateway:
         while not self.stop.is_set():
             if self._listener is None:
                 self._listen()              # before reading: a change after the read wakes us
+            self._publish()
             try:
                 if self.step():
                     continue
@@ -168,8 +177,18 @@ class Gateway:
                 log.warning("master: %s; reconnecting", e)
                 self._reconnect()
                 continue
+            if self.metrics is not None:    # caught up: no lag
+                self.metrics.gauges = {("ocs_em_gateway_cursor", ()): self.cursor,
+                                       ("ocs_em_gateway_lag_seconds", ()): 0.0}
+                self._publish()
             self._wait()
         self._unlisten()
+        if self.metrics is not None:
+            self.metrics.final()
+
+    def _publish(self) -> None:
+        if self.metrics is not None:
+            self.metrics.maybe()
 
     def _reconnect(self) -> None:
         self.stop.wait(min(self.poll * 5, 1.0))

@@ -36,7 +36,12 @@ FAMILIES: dict[str, tuple] = {
         HISTOGRAM, "Time to run and commit one group-commit batch (fsync included)",
         (), LATENCY_BUCKETS),
     "ocs_notices_sent_total": (
-        COUNTER, "Server-initiated requests sent for queued notices, by command", ("command",)),
+        COUNTER, "RAR/ASR sent for notices queued by the EM gateway, by command", ("command",)),
+    "ocs_notice_answers_total": (
+        COUNTER, "Answers to the RAR/ASR sent, by command and Result-Code (or timeout, closed)",
+        ("command", "result_code")),
+    "ocs_notices_dropped_total": (
+        COUNTER, "Notices not sent: the session's peer was not connected or not OKAY", ()),
     "ocs_em_gateway_changes_applied_total": (
         COUNTER, "Master-database changes applied to the cache by the EM gateway", ()),
     "ocs_brm_gateway_events_delivered_total": (

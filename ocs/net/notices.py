@@ -128,12 +128,18 @@ class NoticeSender(Periodic):
             self._dropped(notice, f"the peer's watchdog is {core.watchdog_state}")
             return False
         msg = build_request(self.node.dictionary, self.node.local, core.peer, notice)
+        self._count("ocs_notices_sent_total", (_NAMES[notice["action"]][1],))
         task = asyncio.get_running_loop().create_task(self._exchange(conn, msg, notice))
         self._exchanges.add(task)
         task.add_done_callback(self._exchanges.discard)
         return True
 
+    def _count(self, name: str, labels: tuple) -> None:
+        if self.node.metrics is not None:
+            self.node.metrics.inc(name, labels)
+
     def _dropped(self, notice: dict, why: str) -> None:
+        self._count("ocs_notices_dropped_total", ())
         log.info("notice %s (%s, %s) for session %s dropped: %s; its next CCR applies the change",
                  notice.get("seq"), notice.get("action"), notice.get("reason"), notice.get("session"),
                  why, extra={"session_id": notice.get("session"), "peer": notice.get("peer")})
@@ -148,15 +154,19 @@ class NoticeSender(Periodic):
         except asyncio.TimeoutError:
             log.warning("%s for session %s: no %s within %.0f s", req_name, notice["session"],
                         ans_name, self.answer_timeout, extra=extra)
+            self._count("ocs_notice_answers_total", (req_name, "timeout"))
             return
         except (ConnectionError, RuntimeError) as e:   # closed, or no longer open, meanwhile
             log.warning("%s for session %s not answered: %s", req_name, notice["session"], e,
                         extra=extra)
+            self._count("ocs_notice_answers_total", (req_name, "closed"))
             return
         try:
             code = answer.get("Result-Code")
         except Exception as e:          # a value that does not decode: still only a log line
             code = f"unreadable ({e!r})"
+        self._count("ocs_notice_answers_total", (req_name, str(code) if isinstance(code, int)
+                                                 else "unreadable"))
         if answer.code != msg.code:
             log.warning("%s for session %s answered by command %d (Result-Code %s)", req_name,
                         notice["session"], answer.code, code, extra=extra)

@@ -9,21 +9,15 @@ counting in the totals, its gauges no longer do.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 
 from ..metrics.collect import PREFIX, key, live, snapshots
+from ..metrics.publish import encode, process_name
 from ..metrics.tally import Tally
 from .periodic import Periodic
 
 log = logging.getLogger("ocs.net")
-
-
-def process_name(kind: str, clock=time.time) -> str:
-    """A name unique over restarts: kind, pid and start time in ms."""
-    return f"{kind}-{os.getpid()}-{int(clock() * 1000)}"
 
 
 def drop_ended(txn, now: float) -> int:
@@ -63,9 +57,8 @@ class MetricsPublisher(Periodic):
         return out
 
     def record(self, stopped: bool = False) -> bytes:
-        snap = self.tally.snapshot(self.process, os.getpid(), self.clock(), self.interval,
-                                   stopped, self.gauges())
-        return json.dumps(snap, separators=(",", ":")).encode()
+        return encode(self.tally, self.process, self.clock(), self.interval, stopped,
+                      self.gauges())
 
     async def tick(self) -> None:
         value = self.record()
