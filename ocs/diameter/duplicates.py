@@ -11,6 +11,8 @@ store, which also covers other processes and restarts.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 IN_FLIGHT = b""
 DEFAULT_LIFETIME = 240.0
 
@@ -19,7 +21,11 @@ class DuplicateCache:
     __slots__ = ("_entries", "_lifetime", "_max")
 
     def __init__(self, lifetime: float = DEFAULT_LIFETIME, max_entries: int = 200_000):
-        self._entries: dict[tuple[str, int], tuple[float, bytes]] = {}
+        # an OrderedDict, not a dict: dropping the oldest entry of a dict that has
+        # had many deleted at its front makes `next(iter(d))` step over every deleted
+        # slot (measured: 1 us per request below 200,000 entries, 150 us above); the
+        # OrderedDict's linked list finds its oldest entry in O(1)
+        self._entries: OrderedDict[tuple[str, int], tuple[float, bytes]] = OrderedDict()
         self._lifetime = lifetime
         self._max = max_entries
 
@@ -48,7 +54,7 @@ class DuplicateCache:
         entries.pop(key, None)
         entries[key] = (now + self._lifetime, answer)
         while len(entries) > self._max:
-            del entries[next(iter(entries))]
+            entries.popitem(last=False)
         # drop expired entries from the old end, a few at a time
         for _ in range(2):
             oldest = next(iter(entries))
