@@ -1,5 +1,5 @@
 """`ocs` command line: serve, demo, accounts, check, master, em-gateway, brm-gateway, bill, rate,
-dict, decode."""
+load, dict, decode."""
 
 from __future__ import annotations
 
@@ -80,8 +80,9 @@ def _external_modules() -> list:
     Each module has add_parser(sub) adding one sub-command named in its COMMAND, and
     run(args, config) -> exit status."""
     from .gateways import billing, brm, em, master_cli
+    from .load import cli as load
     from . import rate
-    return [em, brm, billing, master_cli, rate]
+    return [em, brm, billing, master_cli, rate, load]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,9 @@ FORBIDDEN = {
     "ocs/net": {"ocs.service", "ocs.cli"},
     # the gateways talk to the master DB and the cache, never to Diameter peers
     "ocs/gateways": {"asyncio", "ocs.diameter", "ocs.net", "ocs.service", "ocs.cli"},
+    # the load generator is a Diameter client of its own: the codec and the stdlib only
+    "ocs/load": {"ocs.net", "ocs.store", "ocs.charging", "ocs.service", "ocs.gateways", "ocs.cli",
+                 "ocs.workers", "ocs.metrics", "ocs.admin", "ocs.health", "lmdb"},
 }
 
 
@@ -44,6 +47,24 @@ def test_layers():
                 if any(mod == b or mod.startswith(b + ".") for b in banned):
                     problems.append(f"{path.relative_to(ROOT.parent)} imports {mod}")
     assert checked > 10
+    assert problems == []
+
+
+def test_load_generator_uses_the_codec_and_the_stdlib_only():
+    """ocs/load ships with the node (`ocs load`) but is none of it: besides the
+    stdlib it imports the Diameter codec (ocs.diameter) and itself only."""
+    import sys
+    folder = ROOT / "load"
+    problems = []
+    for path in folder.glob("*.py"):
+        for mod in imports(path):
+            top = mod.split(".")[0]
+            if top == "__future__" or top in sys.stdlib_module_names:
+                continue
+            if any(mod == m or mod.startswith(m + ".") for m in ("ocs.diameter", "ocs.load")):
+                continue
+            problems.append(f"{path.name} imports {mod}")
+    assert len(list(folder.glob("*.py"))) >= 7
     assert problems == []
 
 

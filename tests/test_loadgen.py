@@ -1,7 +1,9 @@
-"""tools/loadgen.py against an in-process node on 127.0.0.1: CER, workload shape,
-answer counting, templates, pacing, several driver processes, the CLI; and
+"""The load generator (ocs.load: `ocs load`, tools/loadgen.py) against an
+in-process node on 127.0.0.1: CER, workload shape, answer counting, templates,
+pacing, several driver processes, the CLI, loopback only; and
 tools/bench_charging.py's refusal to run without the store."""
 
+import argparse
 import asyncio
 import json
 import os
@@ -17,11 +19,12 @@ from ocs.diameter.message import decode_message
 from ocs.net.connection import NodeContext
 from ocs.net.server import DiameterServer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
+from ocs import load as loadgen
+from ocs.config import load_config
+from ocs.load import LoadOptions, build_templates, merge, run_load
+from ocs.load import cli as load_cli
 
-import loadgen  # noqa: E402
-from loadgen import LoadOptions, build_templates, merge, run_load  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # what a credit-control node may answer a CCR with (today: 3001, no handler yet)
 KNOWN_CODES = {2001, 3001, 4012, 5030, 4010, 5031}
@@ -269,6 +272,86 @@ def test_cli_json():
     r = json.loads(out)
     assert r["requests"] == 100 and r["answers"] == 100
     assert set(map(int, r["result_codes"])) <= KNOWN_CODES
+
+
+def test_loopback_only():
+    """The load generator refuses a host that is not a loopback address: in the
+    options (run_load), the tools/loadgen.py CLI and `ocs load`, with exit status 2."""
+    for host in ("127.0.0.1", "127.45.6.7", "::1", "localhost", "LOCALHOST"):
+        LoadOptions(host=host).validate()
+    for host in ("10.0.0.1", "192.0.2.1", "0.0.0.0", "::", "2001:db8::1", "example.com", "", "::ffff:10.0.0.1"):
+        with pytest.raises(ValueError, match="not a loopback address"):
+            LoadOptions(host=host).validate()
+    with pytest.raises(ValueError, match="not a loopback address"):
+        asyncio.run(run_load(small(3868, host="192.0.2.1")))
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "loadgen.py"), "--host", "192.0.2.1",
+                        "--requests", "1", "--quiet"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "--host '192.0.2.1' is not a loopback address" in r.stderr
+
+    # `ocs load` as ocs/cli.py runs an external module: add_parser, then run(args, config)
+    p = argparse.ArgumentParser(prog="ocs")
+    sub = p.add_subparsers(dest="command", required=True)
+    load_cli.add_parser(sub)
+    args = p.parse_args(["load", "--host", "10.1.2.3", "--requests", "1", "-q"])
+    assert args.command == load_cli.COMMAND == "load"
+    assert load_cli.run(args, load_config(None)) == 2
+
+
+def test_ocs_load_subcommand(tmp_path, capsys):
+    """`ocs load --config X`: the port comes from [listen] unless --port is given."""
+    async def scenario():
+        server = await start_node()
+        config = tmp_path / "ocs.toml"
+        config.write_text(f'[listen]\naddress = "127.0.0.1"\nport = {server.port}\n')
+        p = argparse.ArgumentParser(prog="ocs")
+        sub = p.add_subparsers(dest="command", required=True)
+        load_cli.add_parser(sub)
+        args = p.parse_args(["load", "--config", str(config), "--requests", "50", "--connections", "1",
+                             "--sessions", "5", "--json", "--quiet"])
+        rc = await asyncio.to_thread(load_cli.run, args, load_config(args.config))
+        await server.stop(timeout=2)
+        return rc
+    rc = asyncio.run(scenario())
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["requests"] == 50 and r["answers"] == 50 and r["unanswered"] == 0
+    assert r["options"]["host"] == "127.0.0.1" and r["options"]["port"] != 3868
+
+
+def test_echo_server_answers_count_as_2001():
+    """tools/echo_server.py (the baseline of tools/bench), 2 processes sharing a port:
+    the load generator gets its CEA and counts every answer as 2001, in both modes."""
+    for answer in ("echo", "minimal"):
+        proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "echo_server.py"),
+                                 "--listen", "127.0.0.1:0", "--processes", "2", "--answer", answer],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = proc.stdout.readline()
+            assert line.startswith("echo_server listening on 127.0.0.1:"), proc.stderr.read()
+            port = int(line.split()[3].rsplit(":", 1)[1])
+            r = asyncio.run(run_load(small(port, requests=300, connections=4, event_ratio=0.2, seed=3)))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        check_counts(r, 300)
+        assert r["result_codes"] == {2001: 300} and r["mscc_result_codes"] == {}
+        assert {c["cea_result_code"] for c in r["connections"]} == {2001}
+        assert {c["peer_origin_host"] for c in r["connections"]} == {"echo.localdomain"}
+        assert r["dpa_received"] == 4
+
+
+def test_bench_echo_target_json():
+    """tools/bench with the echo target only: one row, every answer 2001."""
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "bench"), "--targets", "echo-1",
+                        "--runs", "1", "--duration", "1", "--warmup", "0.2", "--sessions", "20",
+                        "--connections", "2", "--quiet", "--json"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    [row] = out["rows"]
+    assert row["target"] == "echo-1" and row["all_2001"] and row["ccr_per_s"] > 0
+    assert row["spread"] == ["2"] and out["checks"] == []
 
 
 def test_bench_charging_runs_or_says_what_is_missing():

@@ -137,3 +137,25 @@ def test_a_killed_worker_is_started_again(tmp_path):
             assert cca.result_code == 2001
     finally:
         assert node.stop() == 0, node.log()
+
+
+def test_workers_refuse_to_start_with_a_clear_error(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    from charging_peer import REPO
+    (tmp_path / "x.dict").write_text("@name x\n@avp_types\nA 1 Bogus M\n")
+    r = subprocess.run([sys.executable, "-m", "ocs", "serve", "--workers", "2", "--dictionaries",
+                        str(tmp_path), "--listen", "127.0.0.1:0", "--metrics", "off",
+                        "--store", str(tmp_path / "store")],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "ocs: worker " in r.stderr and "x.dict:3" in r.stderr, r.stderr
+    with socket.socket() as taken:                   # a port someone else listens on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "ocs", "serve", "--workers", "2", "--listen",
+                            f"127.0.0.1:{port}", "--metrics", "off",
+                            "--store", str(tmp_path / "store")],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr

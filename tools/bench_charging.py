@@ -119,11 +119,12 @@ def generate_accounts(python: str, config: str, count: int, log) -> float:
 
 
 def start_node(python: str, config: str, port: int, folder: str, cpu: int | None,
-               timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+               timeout: float = 120.0, extra: list[str] | tuple = ()) -> tuple[subprocess.Popen, str]:
+    """`ocs serve` (with the extra flags) on 127.0.0.1:port, once it accepts connections."""
     log_path = os.path.join(folder, "node.log")
     log_file = open(log_path, "w")
     proc = subprocess.Popen([python, "-m", "ocs", "serve", "--config", config,
-                             "--listen", f"127.0.0.1:{port}"], cwd=ROOT, stdout=log_file,
+                             "--listen", f"127.0.0.1:{port}", *extra], cwd=ROOT, stdout=log_file,
                             stderr=subprocess.STDOUT, preexec_fn=_pin(cpu))
     log_file.close()
     deadline = time.monotonic() + timeout
@@ -151,7 +152,8 @@ def stop_node(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def run_loadgen(python: str, args, port: int, cpu: int | None) -> dict:
+def loadgen_command(python: str, args, port: int) -> list[str]:
+    """The loadgen command line (JSON out) of the benchmark options in args."""
     cmd = [python, LOADGEN, "--json", "--host", "127.0.0.1", "--port", str(port),
            "--connections", str(args.connections), "--sessions", str(args.sessions),
            "--updates", str(args.updates), "--subscribers", str(args.accounts),
@@ -162,6 +164,11 @@ def run_loadgen(python: str, args, port: int, cpu: int | None) -> dict:
         cmd += ["--rate", str(args.rate)]
     if args.quiet:
         cmd.append("--quiet")
+    return cmd
+
+
+def run_loadgen(python: str, args, port: int, cpu: int | None) -> dict:
+    cmd = loadgen_command(python, args, port)
     r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=_pin(cpu),
                        timeout=args.duration + 120)
     try:

@@ -1,21 +1,14 @@
-"""Shared definitions of the load generator (tools/loadgen.py): the options
-(`LoadOptions`), the request kinds, the Diameter wire constants (header and AVP
-structs, command and AVP codes) and the AVP walk over encoded bytes.
-
-Importing it puts the repository root on sys.path, so the other loadgen_*
-modules can import the `ocs` package when tools/ is run from anywhere.
+"""Shared definitions of the load generator (`ocs load`, ocs.load): the options
+(`LoadOptions`, with the loopback-only rule), the request kinds, the Diameter
+wire constants (header and AVP structs, command and AVP codes) and the AVP walk
+over encoded bytes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import ipaddress
 import struct
-import sys
-
-_ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
 KINDS = ("I", "U", "T", "E")
 K_I, K_U, K_T, K_E = range(4)
@@ -32,6 +25,16 @@ AVP_SESSION_ID, AVP_CC_REQUEST_NUMBER = 263, 415
 AVP_SUBSCRIPTION_ID, AVP_SUBSCRIPTION_ID_DATA = 443, 444
 AVP_RESULT_CODE, AVP_EXPERIMENTAL_RESULT, AVP_EXPERIMENTAL_RESULT_CODE = 268, 297, 298
 AVP_MSCC = 456
+
+
+def is_loopback(host: str) -> bool:
+    """Whether host is 'localhost' or a loopback address (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclasses.dataclass
@@ -67,6 +70,9 @@ class LoadOptions:
         def need(cond, what):
             if not cond:
                 raise ValueError(what)
+        # a load generator floods its target: it only ever drives a node on this host
+        need(is_loopback(self.host), f"--host {self.host!r} is not a loopback address: the load "
+             "generator only drives a node on this host (127.0.0.0/8, ::1 or localhost)")
         need(self.connections >= 1, "--connections must be at least 1")
         need(self.processes >= 1, "--processes must be at least 1")
         need(self.connections >= self.processes, "--connections must be at least --processes")

@@ -11,13 +11,13 @@ import asyncio
 import random
 from typing import TYPE_CHECKING
 
-from loadgen_common import _HDR, CMD_CER, CMD_DPR, CMD_DWR, K_I  # first: repository root on sys.path
-from loadgen_templates import CcrTemplate
-from ocs.diameter.capabilities import LocalPeer, build_cer
-from ocs.diameter.message import Message, decode_message, request
+from ..diameter.capabilities import LocalPeer, build_cer
+from ..diameter.message import Message, decode_message, request
+from .common import _HDR, CMD_CER, CMD_DPR, CMD_DWR, K_I
+from .templates import CcrTemplate
 
 if TYPE_CHECKING:
-    from loadgen_driver import Driver
+    from .driver import Driver
 
 
 class Slot:

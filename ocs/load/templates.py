@@ -8,12 +8,12 @@ with the full grammar check (`verify_template`).
 
 from __future__ import annotations
 
-from loadgen_common import (  # first: it puts the repository root on sys.path
+from ..diameter.dictionary import Dictionary
+from ..diameter.message import Message, decode_message, request
+from .common import (
     _IDS, _U32, AVP_CC_REQUEST_NUMBER, AVP_SESSION_ID, AVP_SUBSCRIPTION_ID,
     AVP_SUBSCRIPTION_ID_DATA, CC_REQUEST_TYPE, K_E, K_I, K_T, K_U, KINDS, SESSION_DIGITS,
     LoadOptions, _walk)
-from ocs.diameter.dictionary import Dictionary
-from ocs.diameter.message import Message, decode_message, request
 
 
 class CcrTemplate:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import array
 import dataclasses
 
-from loadgen_common import KINDS, LoadOptions
+from .common import KINDS, LoadOptions
 
 
 def _percentiles(values: array.array) -> dict:

@@ -1,7 +1,8 @@
-"""Multiprocess orchestration of the load generator: how the load is split over
-the driver processes (`partition`), one driver in this process (`_run_part`),
-and several in spawned processes started together, with a combined progress
-line and their raw results collected (`_run_processes`, `_child`).
+"""Orchestration of the load generator: `run_load` (the API), how the load is
+split over the driver processes (`partition`), one driver in this process
+(`_run_part`), and several in spawned processes started together, with a
+combined progress line and their raw results collected (`_run_processes`,
+`_child`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,30 @@ import queue as queue_module
 import sys
 import time
 
-from loadgen_common import LoadOptions  # first: it puts the repository root on sys.path
-from loadgen_driver import Driver
-from ocs.diameter.dictload import load_directory
+from ..diameter.dictload import load_directory
+from .common import LoadOptions
+from .driver import Driver
+from .report import merge
+
+
+async def run_load(options) -> dict:
+    """Run the load described by options (LoadOptions or a dict of its fields) and
+    return the merged result (see `merge`). ValueError on bad options, among them a
+    host that is not a loopback address."""
+    if isinstance(options, dict):
+        options = LoadOptions(**options)
+    else:
+        options = dataclasses.replace(options)
+    options.validate()
+    duration = options.duration
+    if duration is None and options.requests is None:
+        duration = 10.0
+    parts = partition(options, duration)
+    if len(parts) == 1:
+        raws = [await _run_part(options, parts[0])]
+    else:
+        raws = await _run_processes(options, parts)
+    return merge(raws, options)
 
 
 def _split(total: int, parts: int, i: int) -> int:

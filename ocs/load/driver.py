@@ -2,7 +2,7 @@
 connections, runs the session slots (closed loop, or paced by a 1 ms ticker
 under --rate), writes each request from its template, scans each answer for
 its Result-Codes, records latencies (`Stats`), stops on the bounds or a stall
-and returns its raw result for `loadgen_report.merge`.
+and returns its raw result for `ocs.load.report.merge`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import sys
 import time
 from collections import deque
 
-from loadgen_common import (  # first: it puts the repository root on sys.path
+from ..diameter.dictionary import Dictionary
+from .common import (
     _AVP, _U32, AVP_EXPERIMENTAL_RESULT, AVP_EXPERIMENTAL_RESULT_CODE, AVP_MSCC, AVP_RESULT_CODE,
     K_E, K_I, K_T, K_U, LoadOptions, _walk)
-from loadgen_protocol import LoadConnection, Slot
-from loadgen_templates import build_templates
-from ocs.diameter.dictionary import Dictionary
+from .protocol import LoadConnection, Slot
+from .templates import build_templates
 
 
 class Stats:
