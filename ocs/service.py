@@ -136,6 +136,9 @@ async def _serve(config: Config, node: NodeContext, store: LmdbStore, ready, sto
     handler = CreditControlHandler(
         astore, books, node.dictionary, node.local.origin_host, node.local.origin_realm, clock,
         config.charging.max_pending, node.metrics)
+    # with several workers on one store, decide outside LMDB's write lock (they would
+    # queue for it otherwise); alone, deciding inside it is cheaper
+    handler.speculative = is_worker and node.worker[1] > 1
     node.registry.register(CREDIT_CONTROL_APPLICATION, CREDIT_CONTROL_COMMAND, handler)
     log.info("handlers: %s", node.registry.keys())
     sweeper = Sweeper(astore, books, config.charging.sweep_interval, clock)

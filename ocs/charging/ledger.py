@@ -67,6 +67,12 @@ def store_id(txn) -> str:
 def append_events(txn, events: list, now: int) -> None:
     if not events:
         return
+    defer = getattr(txn, "defer", None)
+    if defer is not None:
+        # a speculative run (ocs.store.speculate): the outbox sequence is drawn in
+        # the write transaction, when the speculation is applied
+        defer(lambda real: append_events(real, events, now))
+        return
     prefix = store_id(txn)
     for e in events:
         seq = txn.next_sequence("outbox")

@@ -35,6 +35,9 @@ FAMILIES: dict[str, tuple] = {
     "ocs_store_commit_duration_seconds": (
         HISTOGRAM, "Time to run and commit one group-commit batch (fsync included)",
         (), LATENCY_BUCKETS),
+    "ocs_store_speculations_total": (
+        COUNTER, "CCRs decided outside the write lock, by outcome: applied, conflict "
+                 "(decided again inside), unsupported", ("outcome",)),
     "ocs_notices_sent_total": (
         COUNTER, "RAR/ASR sent for notices queued by the EM gateway, by command", ("command",)),
     "ocs_notice_answers_total": (

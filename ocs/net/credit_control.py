@@ -31,6 +31,7 @@ from ..diameter.dictionary import Dictionary
 from ..diameter.errors import ResultCode
 from ..diameter.labels import request_labels
 from ..diameter.message import Message
+from ..store.speculate import speculate
 from .application import RequestContext
 from .periodic import Periodic
 
@@ -52,6 +53,9 @@ class AsyncStore:
         self.store = store
         self.loop = loop
         self.metrics = metrics              # ocs.metrics.tally.Tally or None
+        self._outcome = None if metrics is None else (
+            lambda o: metrics.inc("ocs_store_speculations_total", (o,)))
+        self._snapshot = None               # shared by the speculations until the next flush
         self.max_batch = store.max_batch
         self._pending: list = []
         self._scheduled = False
@@ -62,6 +66,24 @@ class AsyncStore:
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self._flush)
+
+    def speculate(self, fn):
+        """`fn` run now against a snapshot, outside the write lock; what to submit
+        instead of it (ocs/store/speculate.py). Falls back to `fn` itself."""
+        try:
+            if self._snapshot is None:
+                self._snapshot = self.store.snapshot()
+            return speculate(self._snapshot, fn, self._outcome)
+        except Exception:                   # noqa: BLE001 - no snapshot: decide in the lock
+            return fn
+
+    def _end_snapshot(self) -> None:
+        if self._snapshot is not None:
+            snapshot, self._snapshot = self._snapshot, None
+            try:
+                self.store.end_snapshot(snapshot)
+            except Exception:               # noqa: BLE001 - the store is closing
+                pass
 
     def run(self, fn) -> asyncio.Future:
         fut = self.loop.create_future()
@@ -77,6 +99,8 @@ class AsyncStore:
 
     def _flush(self) -> None:
         self._scheduled = False
+        # later speculations should see this batch's writes (and other workers')
+        self._end_snapshot()
         batch = self._pending
         if len(batch) > self.max_batch:
             batch, self._pending = batch[:self.max_batch], batch[self.max_batch:]
@@ -128,6 +152,7 @@ class CreditControlHandler:
         self.encoder = AnswerEncoder(dictionary, origin_host, origin_realm)
         self.local = SimpleNamespace(origin_host=origin_host, origin_realm=origin_realm)
         self.max_pending = max_pending
+        self.speculative = False            # decide outside the write lock (see AsyncStore)
         self.pending = 0                    # CCRs submitted, not yet answered
         self.too_busy = 0                   # answered 3004 since start
 
@@ -186,8 +211,10 @@ class CreditControlHandler:
                          extra={"session_id": req.session_id, "peer": ctx.peer.origin_host})
             respond(EncodedAnswer(data, msg.hop_by_hop, msg.end_to_end))
 
-        self.store.submit(lambda txn: ledger.credit_control(txn, req, now, lambda d: render(msg, d)),
-                          committed)
+        fn = lambda txn: ledger.credit_control(txn, req, now, lambda d: render(msg, d))  # noqa: E731
+        # decided now, outside LMDB's write lock (shared by every worker); the batch
+        # only checks that what it read is unchanged and writes
+        self.store.submit(self.store.speculate(fn) if self.speculative else fn, committed)
 
 
     def _count(self, msg: Message, ctx: RequestContext, result_code: int) -> None:

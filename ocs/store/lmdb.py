@@ -236,6 +236,20 @@ class LmdbStore(GroupCommitter):
         finally:
             txn.abort()
 
+    def snapshot(self) -> LmdbReadTxn:
+        """A read-only snapshot to be ended by the caller with `end_snapshot` (for
+        speculation, which keeps one open across the requests of a loop step)."""
+        if self._released or self._forked:
+            raise self._closed_error()
+        try:
+            return LmdbReadTxn(self._env.begin(), self._dbs, self._map_size)
+        except lmdb.Error as err:
+            raise _store_error(err, self._map_size) from err
+
+    @staticmethod
+    def end_snapshot(snapshot: LmdbReadTxn) -> None:
+        snapshot._txn.abort()
+
     def _sync(self) -> None:
         self._env.sync(True)
 
