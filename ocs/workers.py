@@ -10,8 +10,10 @@ for the metrics endpoint:
   connections over the workers. A peer's connection stays on one worker; a
   session's requests may arrive on any (a client with several connections, or
   a relay, spreads them): the session lives in the shared LMDB cache, and
-  every request is decided inside a write transaction, which LMDB's write lock
-  serialises across processes.
+  every request's effect is written in a write transaction, which LMDB's write
+  lock serialises across processes. Each worker decides its CCRs on a snapshot
+  outside that lock and the batch applies a decision only if what it read is
+  unchanged (docs/architecture.md, ocs/store/speculate.py).
 - **One identity.** All workers advertise the same Origin-Host and the same
   Origin-State-Id (the supervisor's start), and split the End-to-End id space
   (RFC 6733 §3: unique per node): a worker's index is in the top bits of the
