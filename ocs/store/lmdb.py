@@ -172,9 +172,7 @@ class LmdbStore(GroupCommitter):
             self._env = lmdb.open(path, map_size=map_size, subdir=True, lock=True,
                                   readonly=readonly, create=not readonly,
                                   max_dbs=len(DATABASES), max_readers=256,
-                                  # fsync: the data pages are flushed by the commit, under
-                                  # the write lock; the meta page after it (_run_batch)
-                                  sync=not nosync, metasync=False)
+                                  sync=not nosync, metasync=not nosync)
         except lmdb.Error as err:
             raise StoreError(f"cannot open store at {path}: {err}") from err
         try:
@@ -304,18 +302,6 @@ class LmdbStore(GroupCommitter):
         except lmdb.Error as err:
             self._fail_batch(batch, errors, _store_error(err, map_size), complete)
             return
-        if self.durability == "fsync":
-            # MDB_NOMETASYNC: the commit wrote and flushed the data pages, then wrote the
-            # meta page without flushing it, and released the write lock. Flushing it
-            # here, before any waiter hears of the commit, keeps every acknowledged
-            # commit durable, while another process may already be writing (LMDB:
-            # NOMETASYNC keeps the database consistent; a crash before this flush loses
-            # only this unacknowledged transaction).
-            try:
-                env.sync(True)
-            except lmdb.Error as err:
-                self._fail_batch(batch, errors, _store_error(err, map_size), complete)
-                return
         dt = time.perf_counter() - t_commit
         failed = sum(1 for e in errors if e is not None)
         stats.batches_committed += 1
