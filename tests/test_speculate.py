@@ -5,6 +5,7 @@ worker) changed what it read. Real LMDB in a temp dir, the real ledger."""
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
@@ -89,14 +90,18 @@ def test_speculated_batches_leave_the_store_as_direct_ones(tmp_path, seed):
             batch = reqs[i:i + rng.randrange(1, 12)]
             i += len(batch)
             now += 1
-            fns = [(lambda t, r=r, now=now: ledger.credit_control(t, r, now, render)) for r in batch]
-            # speculated on one snapshot taken before the batch, as a worker does
+            def fns(reqs, now=now):
+                return [(lambda t, r=r: ledger.credit_control(t, r, now, render)) for r in reqs]
+            # speculated on one snapshot taken before the batch, as a worker does; the
+            # direct side has its own copies of the requests (a speculation must not
+            # change the request it decides again after a conflict)
+            own = copy.deepcopy(batch)                  # before the speculation runs
             snap = spec.snapshot()
             try:
-                applied = [speculate(snap, fn, outcomes.append) for fn in fns]
+                applied = [speculate(snap, fn, outcomes.append) for fn in fns(batch)]
             finally:
                 spec.end_snapshot(snap)
-            a = direct.run_here([(fn, None) for fn in fns])
+            a = direct.run_here([(fn, None) for fn in fns(own)])
             b = spec.run_here([(fn, None) for fn in applied])
             assert [(r[0], e) for _, r, e in a] == [(r[0], e) for _, r, e in b]
         assert dump(direct) == dump(spec)
@@ -144,3 +149,49 @@ def test_unsupported_operations_fall_back(tmp_path):
         assert outcomes == [UNSUPPORTED] and st.write(scan) == 3
     finally:
         st.close()
+
+
+def test_a_restricted_re_ask_decided_again_gets_what_direct_gives(tmp_path):
+    """Found in review: the speculation turned R2's absent RSU into {} on the caller's
+    request, so after the conflict R2 was decided again as if it asked for units and
+    got a grant that direct execution does not give. R1 (same batch) re-grants after a
+    top-up and lifts the restriction; R2 is the restricted re-ask, no RSU, no USU."""
+    plan = dict(PLAN, tariffs=[dict(PLAN["tariffs"][0], final_unit={
+        "action": "restrict_access", "filter_ids": ["f"]})])
+    ledger = Ledger(EngineConfig())
+    stores = []
+    for name in ("direct", "spec"):
+        st = LmdbStore(str(tmp_path / name), map_size=1 << 26, durability="os")
+        st.write(lambda t: t.put("meta", b"store_id", b"test"))
+        st.write(lambda t: prov.load_data(t, {"plans": [plan], "accounts": [
+            {"id": "a0", "plan": "p", "identities": ["e164:0"],
+             "buckets": [{"id": "main", "amount": 5}]}]}, 0))
+        st.write(lambda t: ledger.credit_control(t, CreditRequest(
+            "s", RequestType.INITIAL, 0, "ctx", ["e164:0"],
+            services=[ServiceRequest(1, None, {})]), 100, render))
+        st.write(lambda t: prov.top_up(t, "a0", 100000, 101))
+        stores.append(st)
+    direct, spec = stores
+    try:
+        batch = [CreditRequest("s", RequestType.UPDATE, 1, "ctx", services=[
+                     ServiceRequest(1, None, {}, {UnitType.TOTAL_OCTETS: 10})]),
+                 CreditRequest("s", RequestType.UPDATE, 2, "ctx", services=[
+                     ServiceRequest(1, None, None, {})])]
+
+        def fns(reqs):
+            return [(lambda t, r=r: ledger.credit_control(t, r, 110, render)) for r in reqs]
+        outcomes: list = []
+        own = copy.deepcopy(batch)                      # before the speculation runs
+        snap = spec.snapshot()
+        try:
+            applied = [speculate(snap, fn, outcomes.append) for fn in fns(batch)]
+        finally:
+            spec.end_snapshot(snap)
+        a = direct.run_here([(fn, None) for fn in fns(own)])
+        b = spec.run_here([(fn, None) for fn in applied])
+        assert outcomes == [APPLIED, CONFLICT]
+        assert [r[0] for _, r, _ in a] == [r[0] for _, r, _ in b]
+        assert dump(direct) == dump(spec)
+    finally:
+        direct.close()
+        spec.close()

@@ -214,8 +214,10 @@ class Run:
         if may_grant and (svc.requested is not None or (restricted and not svc.used)):
             # RFC 8506 §5.6.2: when the restricted Validity-Time runs out the client
             # sends a CCR-U without USU, and the server must try to reserve again
-            svc.requested = units_in_minor(svc.requested, self.account) or {}
-            return self.grant(svc, q, tariff)
+            # a copy: the request is the caller's, and a speculative run
+            # (ocs/store/speculate.py) may decide it again on other state
+            asked = attrs.evolve(svc, requested=units_in_minor(svc.requested, self.account) or {})
+            return self.grant(asked, q, tariff)
         res = ServiceResult(q.rating_group, q.service_id)
         if restricted:
             # RFC 8506 §5.6.2: final units used under REDIRECT/RESTRICT: debit, no new
