@@ -30,7 +30,7 @@ from .net.credit_control import (CREDIT_CONTROL_APPLICATION, CREDIT_CONTROL_COMM
                                  CreditControlHandler, Sweeper)
 from .metrics.collect import serve_http
 from .metrics.tally import Tally
-from .net.heartbeat import Heartbeat
+from .net.heartbeat import Heartbeat, held_elsewhere
 from .net.telemetry import MetricsPublisher, drop_ended
 from .net.notices import NoticeSender
 from .net.server import DiameterServer
@@ -146,7 +146,10 @@ async def _serve(config: Config, node: NodeContext, store: LmdbStore, ready, sto
     notices = NoticeSender(astore, node, config.charging.notice_interval, clock)
     heartbeat = Heartbeat(astore, HEARTBEAT_INTERVAL,
                           f"{config.listen.address}:{config.listen.port}", node.local.origin_host,
-                          peers=node.peers.hosts)
+                          peers=node.peers.states)
+    if is_worker and node.worker[1] > 1:
+        # one connection per peer across the workers too (their heartbeats list theirs)
+        node.peers.elsewhere = held_elsewhere(store, 3 * HEARTBEAT_INTERVAL)
     publisher = MetricsPublisher(astore, node.metrics, config.metrics.interval, node, handler)
     server = DiameterServer(node)
     await server.start(config.listen.address, config.listen.port, reuse_port=is_worker)

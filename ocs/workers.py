@@ -29,8 +29,9 @@ for the metrics endpoint:
   supervisor waits for them (SIGKILL after `dpa_timeout` + 5 s). A worker
   whose supervisor is gone (SIGKILL) stops by itself within a second.
 
-Limits: the one-connection-per-peer rule (ocs/net/peers.py) holds within a
-worker; two connections of one Origin-Host on two workers are both accepted.
+One connection per peer (ocs/net/peers.py) holds across the workers through
+their heartbeats, which are up to a second old: two connections of one
+Origin-Host opened within that second on two workers are both accepted.
 """
 
 from __future__ import annotations

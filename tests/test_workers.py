@@ -159,3 +159,34 @@ def test_workers_refuse_to_start_with_a_clear_error(tmp_path):
                             "--store", str(tmp_path / "store")],
                            cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
+
+
+def test_one_connection_per_peer_across_workers(tmp_path):
+    """RFC 6733 §5.6.4 across the workers: while pgw-a's connection is open on one
+    worker, a second connection from pgw-a is rejected (closed without a CEA) whichever
+    worker the kernel hands it to; the rejection on the other worker reads the first
+    one from its heartbeat."""
+    node = OcsProcess(tmp_path, workers=2).start()
+    try:
+        with RawPeer(node.port, PGW_A) as first:
+            wait(lambda: worker_of(node.store).get(PGW_A.lower()), what="pgw-a in a heartbeat")
+            for attempt in range(16):
+                second = RawPeer(node.port, PGW_A)
+                try:
+                    second.send(__import__("charging_peer").cer(PGW_A))
+                    try:
+                        frame = second.recv_frame()
+                    except (AssertionError, OSError, EOFError, ConnectionError):
+                        frame = None
+                    assert frame is None, "a second connection of pgw-a got a CEA"
+                finally:
+                    second.sock.close()
+                if "already has a connection in worker pid" in node.log():
+                    break
+            else:
+                raise AssertionError("16 connections never reached the other worker")
+            _, cca = first.exchange(ccr(f"{PGW_A};still;1", INITIAL, 0, msisdn=MSISDN["bob"],
+                                        mscc=[(RATING_GROUP, rsu_octets(), None)]))
+            assert cca.result_code == 2001                 # the first is untouched
+    finally:
+        assert node.stop() == 0, node.log()
