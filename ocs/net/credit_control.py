@@ -216,7 +216,6 @@ class CreditControlHandler:
         # only checks that what it read is unchanged and writes
         self.store.submit(self.store.speculate(fn) if self.speculative else fn, committed)
 
-
     def _count(self, msg: Message, ctx: RequestContext, result_code: int) -> None:
         m = self.metrics
         if m is None:
