@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 
+from ..store.base import meta_json
 from .families import COUNTER, FAMILIES, GAUGE, HISTOGRAM
 
 PREFIX = b"metrics:"
@@ -26,13 +27,7 @@ def key(process: str) -> bytes:
 
 
 def snapshots(txn) -> list[dict]:
-    out = []
-    for _, value in txn.items("meta", PREFIX, PREFIX[:-1] + b";"):
-        try:
-            out.append(json.loads(bytes(value)))
-        except ValueError:
-            continue
-    return out
+    return [snap for _, snap in meta_json(txn, PREFIX) if snap is not None]
 
 
 def live(snap: dict, now: float) -> bool:

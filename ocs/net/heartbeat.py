@@ -16,6 +16,7 @@ import logging
 import os
 import time
 
+from ..store.base import meta_json
 from .periodic import Periodic
 
 log = logging.getLogger("ocs.net")
@@ -28,12 +29,7 @@ def key(pid: int) -> bytes:
 
 def beats(txn) -> list[dict]:
     """Every heartbeat recorded (any age), newest first."""
-    out = []
-    for _, value in txn.items("meta", PREFIX, PREFIX[:-1] + b";"):
-        try:
-            out.append(json.loads(bytes(value)))
-        except ValueError:
-            continue
+    out = [b for _, b in meta_json(txn, PREFIX) if b is not None]
     return sorted(out, key=lambda b: b.get("at", 0), reverse=True)
 
 

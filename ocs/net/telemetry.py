@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import time
 
-from ..metrics.collect import PREFIX, key, live, snapshots
+from ..metrics.collect import PREFIX, key, live
 from ..metrics.publish import encode, process_name
 from ..metrics.tally import Tally
+from ..store.base import meta_json
 from .periodic import Periodic
 
 log = logging.getLogger("ocs.net")
@@ -23,11 +24,7 @@ log = logging.getLogger("ocs.net")
 def drop_ended(txn, now: float) -> int:
     """Delete the snapshots of processes that are no longer running (at node start:
     their counts end with them, a counter reset as Prometheus expects on restart)."""
-    gone = [key(s.get("process", "")) for s in snapshots(txn) if not live(s, now)]
-    # also drop unreadable entries
-    readable = {key(s.get("process", "")) for s in snapshots(txn)}
-    gone += [bytes(k) for k, _ in txn.items("meta", PREFIX, PREFIX[:-1] + b";")
-             if bytes(k) not in readable]
+    gone = [k for k, snap in meta_json(txn, PREFIX) if snap is None or not live(snap, now)]
     for k in gone:
         txn.delete("meta", k)
     return len(gone)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import json
 import logging
 import os
 import threading
@@ -57,6 +58,19 @@ SCHEMA_KEY = b"schema_version"
 
 SEQUENCE_PREFIX = b"seq:"
 """Keys in ``meta`` holding named sequences, 8-byte big-endian last value drawn."""
+
+def meta_json(txn, prefix: bytes) -> list[tuple[bytes, dict | None]]:
+    """(key, decoded JSON object, or None when unreadable) of every ``meta`` entry whose
+    key starts with ``prefix`` (process records: heartbeats, metric snapshots)."""
+    out = []
+    for k, value in txn.items("meta", prefix, prefix[:-1] + bytes([prefix[-1] + 1])):
+        try:
+            record = json.loads(bytes(value))
+        except ValueError:
+            record = None
+        out.append((bytes(k), record if isinstance(record, dict) else None))
+    return out
+
 
 Durability = Literal["fsync", "os"]
 """``fsync``: every commit is on disk before its waiters complete (survives SIGKILL and
