@@ -77,6 +77,23 @@ def workload(seed: int, n: int) -> list:
     return out
 
 
+def both_ways(ledger, direct, spec, batch: list, now: int, outcomes: list) -> tuple:
+    """One batch of CCRs run directly on `direct` and, on `spec`, speculated on one
+    snapshot taken before the batch (as a worker does) then applied; the completions
+    of both. The direct side has its own copies of the requests, taken before the
+    speculation runs: a speculation must not change the request it may decide again."""
+    def fns(reqs):
+        return [(lambda t, r=r: ledger.credit_control(t, r, now, render)) for r in reqs]
+    own = copy.deepcopy(batch)
+    snap = spec.snapshot()
+    try:
+        applied = [speculate(snap, fn, outcomes.append) for fn in fns(batch)]
+    finally:
+        spec.end_snapshot(snap)
+    return (direct.run_here([(fn, None) for fn in fns(own)]),
+            spec.run_here([(fn, None) for fn in applied]))
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_speculated_batches_leave_the_store_as_direct_ones(tmp_path, seed):
     ledger = Ledger(EngineConfig())
@@ -90,19 +107,7 @@ def test_speculated_batches_leave_the_store_as_direct_ones(tmp_path, seed):
             batch = reqs[i:i + rng.randrange(1, 12)]
             i += len(batch)
             now += 1
-            def fns(reqs, now=now):
-                return [(lambda t, r=r: ledger.credit_control(t, r, now, render)) for r in reqs]
-            # speculated on one snapshot taken before the batch, as a worker does; the
-            # direct side has its own copies of the requests (a speculation must not
-            # change the request it decides again after a conflict)
-            own = copy.deepcopy(batch)                  # before the speculation runs
-            snap = spec.snapshot()
-            try:
-                applied = [speculate(snap, fn, outcomes.append) for fn in fns(batch)]
-            finally:
-                spec.end_snapshot(snap)
-            a = direct.run_here([(fn, None) for fn in fns(own)])
-            b = spec.run_here([(fn, None) for fn in applied])
+            a, b = both_ways(ledger, direct, spec, batch, now, outcomes)
             assert [(r[0], e) for _, r, e in a] == [(r[0], e) for _, r, e in b]
         assert dump(direct) == dump(spec)
     finally:
@@ -177,18 +182,8 @@ def test_a_restricted_re_ask_decided_again_gets_what_direct_gives(tmp_path):
                      ServiceRequest(1, None, {}, {UnitType.TOTAL_OCTETS: 10})]),
                  CreditRequest("s", RequestType.UPDATE, 2, "ctx", services=[
                      ServiceRequest(1, None, None, {})])]
-
-        def fns(reqs):
-            return [(lambda t, r=r: ledger.credit_control(t, r, 110, render)) for r in reqs]
         outcomes: list = []
-        own = copy.deepcopy(batch)                      # before the speculation runs
-        snap = spec.snapshot()
-        try:
-            applied = [speculate(snap, fn, outcomes.append) for fn in fns(batch)]
-        finally:
-            spec.end_snapshot(snap)
-        a = direct.run_here([(fn, None) for fn in fns(own)])
-        b = spec.run_here([(fn, None) for fn in applied])
+        a, b = both_ways(ledger, direct, spec, batch, 110, outcomes)
         assert outcomes == [APPLIED, CONFLICT]
         assert [r[0] for _, r, _ in a] == [r[0] for _, r, _ in b]
         assert dump(direct) == dump(spec)
