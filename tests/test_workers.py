@@ -101,12 +101,17 @@ def test_one_session_over_two_workers(tmp_path):
         assert read(node.store, lambda t: t.count("sessions")) == 0
         spent = before - main_amount(node.store, "alice")
         assert spent > 0
+        # the supervisor's /metrics: both workers' counts in one total, read once each
+        # worker has published a snapshot taken after its relay left (so after every
+        # request that relay carried)
+        def relays_up(m) -> tuple:
+            return tuple(value(m, "ocs_peer_up", peer=r.origin_host, watchdog="OKAY")
+                         for r in (a, b))
+        wait(lambda: relays_up(scrape(port)) == (1, 1), what="both relays on /metrics")
         a.__exit__(None, None, None)
         b.__exit__(None, None, None)
-        # the supervisor's /metrics: both workers' counts in one total
-        s = wait(lambda: (m := scrape(port)) and value(
-            m, "ocs_diameter_requests_total", command="DPR", request_type="") >= 2 and m,
-            what="both DPRs counted")
+        s = wait(lambda: (m := scrape(port)) and relays_up(m) == (0, 0) and m,
+                 what="both relays gone from /metrics")
         assert value(s, "ocs_workers") == 2
         assert value(s, "ocs_diameter_answers_total", command="CCR", request_type="update",
                      result_code="2001") == 2
